@@ -1,0 +1,44 @@
+"""The embedded worker: polls the job table, runs jobs one at a time, reaps dead ones."""
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+
+from django.db import close_old_connections
+
+from analysis.jobs.runner import job_claim, job_execute, jobs_reap_stale, worker_name
+
+logger = logging.getLogger(__name__)
+
+
+def worker_loop(*, poll_seconds: float = 0.5, stop: threading.Event | None = None, once: bool = False) -> int:
+    """Run queued jobs until `stop` is set (or, with once=True, until the queue is empty)."""
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    name = worker_name()
+    ran = 0
+    last_reap = 0.0
+    logger.info("embedded worker %s started", name)
+    while not stop.is_set():
+        try:
+            if time.monotonic() - last_reap > 5:
+                jobs_reap_stale()
+                last_reap = time.monotonic()
+            job = job_claim(worker=name)
+            if job is None:
+                if once:
+                    break
+                stop.wait(poll_seconds)
+                continue
+            job_execute(job)
+            ran += 1
+        except Exception:  # keep the worker alive through database hiccups
+            logger.exception("worker loop error")
+            stop.wait(2)
+        finally:
+            close_old_connections()
+    return ran

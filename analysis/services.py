@@ -1,0 +1,46 @@
+"""Writes on the analysis side: jobs (enqueue, cancel, retry). Views and commands call these."""
+from __future__ import annotations
+
+from django.db import transaction
+from django.utils import timezone
+
+from analysis.jobs.runner import dispatch
+from analysis.models import ACTIVE_STATUSES, Job, JobStatus
+from viewer.services.audit import audit_record
+
+
+class JobStateError(ValueError):
+    pass
+
+
+def job_enqueue(*, kind: str, slide=None, case=None, params: dict | None = None, user=None,
+                max_attempts: int = 2) -> Job:
+    """Create a queued job and hand it to the executor once the transaction commits."""
+    if slide is not None and case is None:
+        case = slide.case
+    job = Job.objects.create(kind=kind, slide=slide, case=case, params=params or {},
+                             created_by=user if getattr(user, "is_authenticated", False) else None,
+                             max_attempts=max_attempts)
+    audit_record(user=user, action=f"job.enqueue.{kind}", case=case, slide=slide, detail={"job": job.pk})
+    transaction.on_commit(lambda: dispatch(job.pk))
+    return job
+
+
+def job_cancel(*, job: Job, user=None) -> Job:
+    """Cancel a queued job at once; ask a running one to stop at its next progress report."""
+    if job.status not in ACTIVE_STATUSES:
+        raise JobStateError(f"job #{job.pk} is {job.status}; only queued or running jobs can be cancelled")
+    Job.objects.filter(pk=job.pk, status=JobStatus.QUEUED).update(
+        status=JobStatus.CANCELLED, cancel_requested=True, error="Cancelled by the user.", finished_at=timezone.now())
+    Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(cancel_requested=True)
+    audit_record(user=user, action="job.cancel", case=job.case, slide=job.slide, detail={"job": job.pk})
+    job.refresh_from_db()
+    return job
+
+
+def job_retry(*, job: Job, user=None) -> Job:
+    """Run a failed or cancelled job again, as a new job with the same parameters."""
+    if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+        raise JobStateError(f"job #{job.pk} is {job.status}; only failed or cancelled jobs can be retried")
+    return job_enqueue(kind=job.kind, slide=job.slide, case=job.case, params=job.params, user=user,
+                       max_attempts=job.max_attempts)

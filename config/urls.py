@@ -1,0 +1,24 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path
+
+from viewer.views import pages, tiles
+from viewer.views.auth import ThrottledLoginView
+
+urlpatterns = [
+    path("accounts/login/", ThrottledLoginView.as_view(), name="login"),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/", admin.site.urls),
+    path("api/", include("viewer.api.urls")),
+    path("", pages.worklist, name="worklist"),
+    path("cases/<str:case_id>/", pages.case_detail, name="case-detail"),
+    path("cases/<str:case_id>/upload/", pages.slide_upload_view, name="slide-upload"),
+    path("slides/<int:slide_id>/mpp/", pages.slide_mpp_view, name="slide-mpp"),
+    # Pixels: answered by the ASGI fast path (viewer.tile_app) in the server; these views
+    # serve the same URLs elsewhere (test client) and give reverse() its names.
+    path("slides/<int:slide_id>.dzi", tiles.slide_dzi, name="slide-dzi"),
+    path("slides/<int:slide_id>_files/<int:level>/<int:col>_<int:row>.jpeg", tiles.slide_tile, name="slide-tile"),
+    path("slides/<int:slide_id>/thumbnail.jpg", tiles.slide_thumbnail, name="slide-thumbnail"),
+]
+
+admin.site.site_header = "HER2-LADDER administration"

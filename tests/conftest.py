@@ -1,0 +1,98 @@
+"""Shared fixtures.
+
+Real test data lives outside the repository, in ../shared/data (see SOURCES.md there);
+`LADDER_TEST_DATA` points elsewhere. Tests that need a file it lacks are skipped with
+the path in the reason, never silently passed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests._env import PROJECT_ROOT, SHARED_DATA  # noqa: F401  (PROJECT_ROOT is used by test modules)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """Root of the real test data (../shared/data)."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real test data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def shared_file(shared_data):
+    """Return a path under ../shared/data, skipping when it is missing."""
+
+    def get(relative: str) -> Path:
+        path = shared_data / relative
+        if not path.exists():
+            pytest.skip(f"missing test file {path}")
+        return path
+
+    return get
+
+
+# --- Django fixtures ----------------------------------------------------------------------
+
+@pytest.fixture
+def make_user(db):
+    """Create a user with the given roles (viewer.models.Role values)."""
+    from django.contrib.auth.models import Group, User
+
+    def make(username: str, *roles: str, password: str = "a-Long-test-passw0rd") -> "User":
+        user = User.objects.create_user(username=username, password=password)
+        for role in roles:
+            user.groups.add(Group.objects.get_or_create(name=role)[0])
+        return user
+
+    return make
+
+
+@pytest.fixture
+def pathologist(make_user):
+    return make_user("path1", "pathologist")
+
+
+@pytest.fixture
+def presenter(make_user):
+    return make_user("pres1", "presenter")
+
+
+@pytest.fixture
+def admin_user_role(make_user):
+    return make_user("admin1", "admin")
+
+
+@pytest.fixture
+def client_for(client):
+    """A test client logged in as the given user."""
+
+    def login(user):
+        client.force_login(user)
+        return client
+
+    return login
+
+
+@pytest.fixture
+def case(db):
+    from viewer.models import Case
+
+    return Case.objects.create(case_id="CASE-1", age=51, clinical_t="T2", clinical_n="N1", clinical_stage="II",
+                               er_status="positive", pr_status="negative", hr_status="positive", her2_ihc="3+")
+
+
+@pytest.fixture
+def he_slide(case, shared_file):
+    from viewer.services.slides import slide_import
+
+    return slide_import(case=case, stain="he", path=shared_file("slides/CMU-1-Small-Region.svs"))
+
+
+@pytest.fixture
+def ihc_slide(case, shared_file):
+    from viewer.services.slides import slide_import
+
+    return slide_import(case=case, stain="ihc", path=shared_file("slides/tcga-cr-7395-01a-01-ts1.svs"))

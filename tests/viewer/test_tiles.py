@@ -1,0 +1,108 @@
+"""Tiles, DZI and thumbnails through Django's URLs and through the ASGI fast path."""
+from __future__ import annotations
+
+import asyncio
+import io
+
+import pytest
+from django.core.cache import caches
+from PIL import Image
+
+from viewer.tile_app import TileFastPath
+
+# Tiles are rendered on the tile thread pool, with its own database connections: data must be committed.
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _empty_tile_cache():
+    from viewer.services.tiles import tile_source_forget
+
+    caches["tiles"].clear()
+    tile_source_forget()
+
+
+def test_dzi_and_metadata_api(client_for, pathologist, he_slide):
+    client = client_for(pathologist)
+    data = client.get(f"/api/slides/{he_slide.pk}/").json()
+    assert data["dzi_url"] == f"/slides/{he_slide.pk}.dzi"
+    assert data["mpp_x"] == pytest.approx(0.499) and data["width"] == 2220
+    dzi = client.get(data["dzi_url"])
+    assert dzi.status_code == 200 and b'Width="2220"' in dzi.content and b'TileSize="256"' in dzi.content
+
+
+def test_tile_jpeg_with_etag_and_304(client_for, pathologist, he_slide):
+    client = client_for(pathologist)
+    url = f"/slides/{he_slide.pk}_files/12/1_2.jpeg"
+    first = client.get(url)
+    assert first.status_code == 200 and first["Content-Type"] == "image/jpeg"
+    assert Image.open(io.BytesIO(first.content)).size == (256, 256)
+    assert "private" in first["Cache-Control"] and first["ETag"]
+    again = client.get(url, HTTP_IF_NONE_MATCH=first["ETag"])
+    assert again.status_code == 304 and again.content == b""
+
+
+def test_tile_out_of_range_is_404(client_for, pathologist, he_slide):
+    client = client_for(pathologist)
+    assert client.get(f"/slides/{he_slide.pk}_files/12/99_0.jpeg").status_code == 404
+    assert client.get(f"/slides/{he_slide.pk}_files/40/0_0.jpeg").status_code == 404
+    assert client.get("/slides/999999.dzi").status_code == 404
+
+
+def test_thumbnail_sizes(client_for, pathologist, he_slide):
+    response = client_for(pathologist).get(f"/slides/{he_slide.pk}/thumbnail.jpg?size=128")
+    assert response.status_code == 200
+    assert max(Image.open(io.BytesIO(response.content)).size) == 128
+
+
+def test_anonymous_gets_no_pixels(client, he_slide):
+    for url in (f"/slides/{he_slide.pk}.dzi", f"/slides/{he_slide.pk}_files/0/0_0.jpeg",
+                f"/slides/{he_slide.pk}/thumbnail.jpg"):
+        assert client.get(url).status_code == 401
+
+
+def test_no_route_serves_associated_images(client_for, pathologist, he_slide):
+    client = client_for(pathologist)
+    for url in (f"/slides/{he_slide.pk}/label.jpg", f"/slides/{he_slide.pk}/macro.jpg",
+                f"/slides/{he_slide.pk}/associated/label", f"/api/slides/{he_slide.pk}/label/"):
+        assert client.get(url).status_code == 404
+    assert "label" not in str(client.get(f"/api/slides/{he_slide.pk}/").json())
+
+
+def _asgi_get(app, path: str, headers: list[tuple[bytes, bytes]]):
+    scope = {"type": "http", "method": "GET", "path": path, "query_string": b"", "headers": headers}
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    async def fallback(scope, receive, send):
+        await send({"type": "http.response.start", "status": 599, "headers": []})
+        await send({"type": "http.response.body", "body": b"django"})
+
+    asyncio.run(app(fallback)(scope, receive, send))
+    return sent[0]["status"], dict(sent[0]["headers"]), sent[1]["body"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_fast_path_authenticates_session_and_token(client, pathologist, he_slide):
+    from rest_framework.authtoken.models import Token
+
+    from viewer.tile_app import forget_credentials
+
+    forget_credentials()
+    path = f"/slides/{he_slide.pk}_files/12/0_0.jpeg"
+    status, _, _ = _asgi_get(TileFastPath, path, [])
+    assert status == 401
+    client.force_login(pathologist)
+    cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
+    status, headers, body = _asgi_get(TileFastPath, path, [(b"cookie", cookie)])
+    assert status == 200 and headers[b"content-type"] == b"image/jpeg" and body[:2] == b"\xff\xd8"
+    token = Token.objects.create(user=pathologist)
+    status, _, _ = _asgi_get(TileFastPath, path, [(b"authorization", f"Token {token.key}".encode())])
+    assert status == 200
+    status, _, body = _asgi_get(TileFastPath, "/api/cases/", [])
+    assert status == 599 and body == b"django"  # everything else goes to Django

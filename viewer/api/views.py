@@ -1,0 +1,150 @@
+"""REST API: cases, slides (import, mpp), alignment, jobs. Thin: services do the writes."""
+from __future__ import annotations
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.decorators import action, api_view, permission_classes
+from rest_framework.exceptions import ValidationError
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.response import Response
+
+from analysis.models import Job
+from analysis.services import JobStateError, job_cancel, job_retry
+from viewer import selectors
+from viewer.api.permissions import CanEditCasesOrReadOnly
+from viewer.api.serializers import (
+    AlignmentSerializer,
+    CaseSerializer,
+    JobSerializer,
+    SlideImportSerializer,
+    SlideMppSerializer,
+    SlideSerializer,
+)
+from viewer.models import Case, Slide
+from viewer.services import cases as case_services
+from viewer.services.slides import (
+    SlideImportError,
+    alignment_ensure_default,
+    alignment_reset,
+    alignment_update,
+    slide_import,
+    slide_set_mpp,
+    slide_upload,
+)
+from viewer.services.tiles import tile_source_forget
+
+
+class CaseViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
+                  mixins.UpdateModelMixin, viewsets.GenericViewSet):
+    serializer_class = CaseSerializer
+    permission_classes = [CanEditCasesOrReadOnly]
+
+    def get_queryset(self):
+        params = self.request.query_params
+        cases = selectors.case_list(query=params.get("q", ""), status=params.get("status", ""),
+                                    her2=params.get("her2", "")).prefetch_related("slides")
+        if params.get("case_id"):
+            cases = cases.filter(case_id=params["case_id"])
+        return cases
+
+    def perform_create(self, serializer):
+        data = dict(serializer.validated_data)
+        serializer.instance = case_services.case_create(user=self.request.user, **data)
+
+    def perform_update(self, serializer):
+        serializer.instance = case_services.case_update_clinical(
+            case=serializer.instance, user=self.request.user, **serializer.validated_data)
+
+
+class SlideViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = SlideSerializer
+    permission_classes = [CanEditCasesOrReadOnly]
+    parser_classes = [JSONParser, MultiPartParser, FormParser]
+
+    def get_queryset(self):
+        slides = Slide.objects.select_related("case")
+        if self.request.query_params.get("case"):
+            slides = slides.filter(case_id=self.request.query_params["case"])
+        return slides
+
+    @extend_schema(request=SlideImportSerializer, responses={201: SlideSerializer})
+    def create(self, request):
+        """Import a slide into a case: JSON {case, stain, path} or multipart {case, stain, file}."""
+        form = SlideImportSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        data = form.validated_data
+        try:
+            if data.get("file"):
+                slide = slide_upload(case=data["case"], stain=data["stain"], uploaded_file=data["file"],
+                                     user=request.user)
+            else:
+                slide = slide_import(case=data["case"], stain=data["stain"], path=data["path"], user=request.user)
+        except SlideImportError as exc:
+            raise ValidationError({"detail": str(exc)}) from exc
+        return Response(SlideSerializer(slide).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=SlideMppSerializer, responses=SlideSerializer)
+    @action(detail=True, methods=["put"], url_path="mpp")
+    def set_mpp(self, request, pk=None):
+        """Set a slide's resolution (µm per pixel) when its file has none."""
+        slide = self.get_object()
+        form = SlideMppSerializer(data=request.data)
+        form.is_valid(raise_exception=True)
+        try:
+            slide_set_mpp(slide=slide, mpp=form.validated_data["mpp"], user=request.user)
+        except SlideImportError as exc:
+            raise ValidationError({"mpp": str(exc)}) from exc
+        tile_source_forget(slide.pk)
+        return Response(SlideSerializer(slide).data)
+
+
+@extend_schema(methods=["GET"], responses=AlignmentSerializer)
+@extend_schema(methods=["PUT"], request=AlignmentSerializer, responses=AlignmentSerializer)
+@extend_schema(methods=["DELETE"], responses=AlignmentSerializer, description="Reset to the default alignment.")
+@api_view(["GET", "PUT", "DELETE"])
+@permission_classes([CanEditCasesOrReadOnly])
+def case_alignment(request, pk: int):
+    """The saved alignment of a case's IHC slide on its H&E slide."""
+    case = get_object_or_404(Case, pk=pk)
+    alignment = alignment_ensure_default(case=case)
+    if alignment is None:
+        return Response({"detail": "the case needs one H&E and one IHC slide to be aligned"}, status=404)
+    if request.method == "PUT":
+        form = AlignmentSerializer(alignment, data=request.data)
+        form.is_valid(raise_exception=True)
+        alignment = alignment_update(alignment=alignment, user=request.user, **form.validated_data)
+    elif request.method == "DELETE":
+        alignment = alignment_reset(alignment=alignment, user=request.user)
+    return Response(AlignmentSerializer(alignment).data)
+
+
+class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = JobSerializer
+    permission_classes = [CanEditCasesOrReadOnly]
+
+    def get_queryset(self):
+        jobs = Job.objects.all()
+        params = self.request.query_params
+        for name in ("case", "slide", "status", "kind"):
+            if params.get(name):
+                jobs = jobs.filter(**{name: params[name]})
+        return jobs.order_by("-created_at")
+
+    @extend_schema(request=None, responses=JobSerializer)
+    @action(detail=True, methods=["post"])
+    def cancel(self, request, pk=None):
+        try:
+            job = job_cancel(job=self.get_object(), user=request.user)
+        except JobStateError as exc:
+            raise ValidationError({"detail": str(exc)}) from exc
+        return Response(JobSerializer(job).data)
+
+    @extend_schema(request=None, responses=JobSerializer)
+    @action(detail=True, methods=["post"])
+    def retry(self, request, pk=None):
+        try:
+            job = job_retry(job=self.get_object(), user=request.user)
+        except JobStateError as exc:
+            raise ValidationError({"detail": str(exc)}) from exc
+        return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)

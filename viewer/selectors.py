@@ -1,0 +1,79 @@
+"""Reads: what pages and the API show."""
+from __future__ import annotations
+
+from django.db.models import Count, Q, QuerySet
+from django.urls import reverse
+
+from analysis.models import ACTIVE_STATUSES, Job
+from viewer.models import Case, Slide, SlideAlignment, SlideStatus, Stain
+
+
+def case_list(*, query: str = "", status: str = "", her2: str = "", has_slides: str = "") -> QuerySet[Case]:
+    cases = Case.objects.annotate(
+        slide_count=Count("slides", distinct=True),
+        active_jobs=Count("jobs", filter=Q(jobs__status__in=ACTIVE_STATUSES), distinct=True),
+    )
+    if query:
+        cases = cases.filter(Q(case_id__icontains=query) | Q(regimen__icontains=query) | Q(notes__icontains=query))
+    if status:
+        cases = cases.filter(status=status)
+    if her2:
+        cases = cases.filter(her2_ihc=her2)
+    if has_slides == "paired":
+        cases = cases.filter(slides__stain=Stain.HE).filter(slides__stain=Stain.IHC).distinct()
+    elif has_slides == "none":
+        cases = cases.filter(slide_count=0)
+    return cases.order_by("case_id")
+
+
+def slide_dzi_url(slide: Slide) -> str:
+    return reverse("slide-dzi", args=[slide.pk])
+
+
+def slide_thumbnail_url(slide: Slide) -> str:
+    return reverse("slide-thumbnail", args=[slide.pk])
+
+
+def case_alignment(case: Case) -> SlideAlignment | None:
+    fixed, moving = case.slide_for(Stain.HE), case.slide_for(Stain.IHC)
+    if fixed is None or moving is None:
+        return None
+    return SlideAlignment.objects.filter(fixed=fixed, moving=moving).first()
+
+
+def case_viewer_config(*, case: Case, can_edit: bool, csrf_token: str) -> dict:
+    """The JSON the paired viewer (static/viewer/case_viewer.js) starts from."""
+    shown = [s for s in (case.slide_for(Stain.HE), case.slide_for(Stain.IHC)) if s is not None]
+    slides = [
+        {
+            "id": slide.pk,
+            "stain": slide.stain,
+            "label": slide.get_stain_display(),
+            "name": slide.name,
+            "dzi_url": slide_dzi_url(slide),
+            "width": slide.width,
+            "height": slide.height,
+            "mpp": slide.mpp_x,
+        }
+        for slide in shown
+        if slide.status == SlideStatus.READY
+    ]
+    alignment = case_alignment(case)
+    return {
+        "csrfToken": csrf_token,
+        "osdImagesUrl": "/static/vendor/openseadragon/images/",
+        "caseId": case.pk,
+        "slides": slides,
+        "alignment": None if alignment is None else {
+            "url": reverse("api-case-alignment", args=[case.pk]),
+            "offset_x": alignment.offset_x,
+            "offset_y": alignment.offset_y,
+            "rotation": alignment.rotation,
+            "scale": alignment.scale,
+            "editable": can_edit,
+        },
+    }
+
+
+def case_jobs(case: Case, *, limit: int = 20) -> QuerySet[Job]:
+    return case.jobs.select_related("slide").order_by("-created_at")[:limit]

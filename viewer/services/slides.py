@@ -1,0 +1,192 @@
+"""Slide import (by path from configured roots, or upload), mpp edits, and alignment."""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+
+from analysis.core.slides import SlideError, UnsupportedSlideError, file_checksum, read_slide_metadata
+from viewer.models import Case, MppSource, Slide, SlideAlignment, SlideStatus, Stain
+from viewer.services.audit import audit_record
+
+logger = logging.getLogger(__name__)
+
+PLAIN_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff"}
+
+
+class SlideImportError(ValueError):
+    """Import refused or failed; the message is for the user. Nothing was created."""
+
+
+def slide_roots() -> list[Path]:
+    return [Path(root) for root in settings.LADDER_SLIDE_ROOTS]
+
+
+def slide_path_resolve(path: str | os.PathLike) -> Path:
+    """Resolve `path` (symlinks and '..' included) and require it inside a configured root."""
+    raw = Path(path).expanduser()
+    try:
+        resolved = raw.resolve(strict=True)
+    except (FileNotFoundError, RuntimeError):
+        raise SlideImportError(f"{raw}: no such file") from None
+    if not resolved.is_file():
+        raise SlideImportError(f"{raw}: not a file")
+    for root in slide_roots():
+        if resolved.is_relative_to(root):
+            return resolved
+    raise SlideImportError(
+        f"{raw}: outside the configured slide folders (LADDER_SLIDE_ROOTS); "
+        "ask an admin to add its folder, or upload the file"
+    )
+
+
+def _converted_path(checksum: str) -> Path:
+    return settings.LADDER_UPLOAD_DIR / "converted" / f"{checksum}.tiff"
+
+
+def _convert_plain_image(source: Path, checksum: str) -> Path:
+    from analysis.core.convert import convert_to_pyramidal_tiff
+
+    target = _converted_path(checksum)
+    if not target.exists():  # converted once, shared by every slide with these bytes
+        target.parent.mkdir(parents=True, exist_ok=True)
+        convert_to_pyramidal_tiff(src=source, dst=target)
+    return target
+
+
+def slide_import(*, case: Case, stain: str, path: str | os.PathLike, user=None, name: str | None = None) -> Slide:
+    """Import one slide file into a case: checks, metadata, conversion of plain images.
+
+    Either the slide is created ready to view, or SlideImportError is raised and nothing
+    is left behind (no row, no converted file).
+    """
+    if stain not in Stain.values:
+        raise SlideImportError(f"unknown stain '{stain}': use one of {', '.join(Stain.values)}")
+    source = slide_path_resolve(path)
+    checksum = file_checksum(source)
+    duplicate = case.slides.filter(checksum=checksum).first()
+    if duplicate:
+        raise SlideImportError(f"{source.name}: already imported in case {case.case_id} as slide #{duplicate.pk}")
+    converted = False
+    try:
+        served = source
+        try:
+            metadata = read_slide_metadata(source)
+        except UnsupportedSlideError:
+            if source.suffix.lower() not in PLAIN_IMAGE_SUFFIXES:
+                raise
+            served = _convert_plain_image(source, checksum)
+            converted = True
+            metadata = read_slide_metadata(served)
+    except (SlideError, ValueError, OSError) as exc:
+        if converted or _converted_path(checksum).exists():
+            _converted_path(checksum).unlink(missing_ok=True)
+        raise SlideImportError(str(exc)) from exc
+    # Slow work (checksum, conversion) is done; the database writes are short and all-or-nothing.
+    with transaction.atomic():
+        return _slide_create(case=case, stain=stain, source=source, served=served, checksum=checksum,
+                             metadata=metadata, converted=converted, user=user, name=name)
+
+
+def _slide_create(*, case, stain, source, served, checksum, metadata, converted, user, name) -> Slide:
+    slide = Slide.objects.create(
+        case=case,
+        stain=stain,
+        name=name or source.name,
+        source_path=str(source),
+        file_path=str(served),
+        checksum=checksum,
+        vendor=metadata.vendor if not converted else f"converted {source.suffix.lower().lstrip('.')}",
+        width=metadata.width,
+        height=metadata.height,
+        level_count=metadata.level_count,
+        level_dimensions=[list(d) for d in metadata.level_dimensions],
+        level_downsamples=metadata.level_downsamples,
+        mpp_x=metadata.mpp_x,
+        mpp_y=metadata.mpp_y or metadata.mpp_x,
+        mpp_source=MppSource.METADATA if metadata.mpp_x else MppSource.UNKNOWN,
+        objective_power=metadata.objective_power,
+        converted=converted,
+        status=SlideStatus.READY,
+        properties=metadata.properties,
+        imported_by=user if getattr(user, "is_authenticated", False) else None,
+    )
+    alignment_ensure_default(case=case)
+    audit_record(user=user, action="slide.import", case=case, slide=slide,
+                 detail={"source": str(source), "checksum": checksum, "converted": converted})
+    return slide
+
+
+def slide_upload(*, case: Case, stain: str, uploaded_file, user=None) -> Slide:
+    """Store an uploaded file under the upload folder, then import it like a path."""
+    limit = settings.LADDER_MAX_UPLOAD_MB * 1024 * 1024
+    if uploaded_file.size > limit:
+        raise SlideImportError(f"{uploaded_file.name}: larger than the {settings.LADDER_MAX_UPLOAD_MB} MB upload limit")
+    safe_name = Path(uploaded_file.name).name.replace(os.sep, "_") or "upload"
+    folder = settings.LADDER_UPLOAD_DIR / "uploads" / uuid.uuid4().hex
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / safe_name
+    with open(target, "wb") as handle:
+        for chunk in uploaded_file.chunks():
+            handle.write(chunk)
+    try:
+        return slide_import(case=case, stain=stain, path=target, user=user, name=safe_name)
+    except SlideImportError:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
+def slide_set_mpp(*, slide: Slide, mpp: float, user=None) -> Slide:
+    """Record a user-supplied resolution for a slide whose file has none (or a wrong one)."""
+    if not (0.01 <= mpp <= 100):
+        raise SlideImportError(f"{mpp} µm/px is not a plausible resolution (0.01 to 100)")
+    before = slide.mpp_x
+    slide.mpp_x = slide.mpp_y = float(mpp)
+    slide.mpp_source = MppSource.USER
+    slide.save(update_fields=["mpp_x", "mpp_y", "mpp_source", "updated_at"])
+    audit_record(user=user, action="slide.set_mpp", case=slide.case, slide=slide,
+                 detail={"before": before, "after": slide.mpp_x})
+    return slide
+
+
+def _default_scale(fixed: Slide, moving: Slide) -> float:
+    if fixed.mpp_x and moving.mpp_x:
+        return fixed.mpp_x / moving.mpp_x
+    return 1.0
+
+
+def alignment_ensure_default(*, case: Case) -> SlideAlignment | None:
+    """Make sure the case's H&E/IHC pair has an alignment row (identity at physical scale)."""
+    fixed, moving = case.slide_for(Stain.HE), case.slide_for(Stain.IHC)
+    if fixed is None or moving is None:
+        return None
+    alignment, _ = SlideAlignment.objects.get_or_create(
+        case=case, fixed=fixed, moving=moving, defaults={"scale": _default_scale(fixed, moving)}
+    )
+    return alignment
+
+
+def alignment_update(*, alignment: SlideAlignment, offset_x: float, offset_y: float, rotation: float,
+                     scale: float, user=None) -> SlideAlignment:
+    if not (1e-3 <= scale <= 1e3):
+        raise ValueError("scale must be between 0.001 and 1000")
+    before = {k: getattr(alignment, k) for k in ("offset_x", "offset_y", "rotation", "scale")}
+    alignment.offset_x, alignment.offset_y = float(offset_x), float(offset_y)
+    alignment.rotation = float(rotation) % 360.0
+    alignment.scale = float(scale)
+    alignment.updated_by = user if getattr(user, "is_authenticated", False) else None
+    alignment.save()
+    audit_record(user=user, action="alignment.update", case=alignment.case, detail={"before": before, "after": {
+        "offset_x": alignment.offset_x, "offset_y": alignment.offset_y, "rotation": alignment.rotation,
+        "scale": alignment.scale}})
+    return alignment
+
+
+def alignment_reset(*, alignment: SlideAlignment, user=None) -> SlideAlignment:
+    return alignment_update(alignment=alignment, offset_x=0, offset_y=0, rotation=0,
+                            scale=_default_scale(alignment.fixed, alignment.moving), user=user)

@@ -1,0 +1,142 @@
+"""Deep-zoom descriptors, tiles and thumbnails of slides, cached.
+
+Everything here is synchronous and thread-safe; the ASGI fast path (viewer.tile_app) runs
+it on a dedicated thread pool so that tiles never queue behind Django's single thread for
+sync code. Only the pyramid is read: associated images (label, macro) are never touched.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.core.cache import caches
+
+from analysis.core.slides import (
+    DeepZoomGeometry,
+    SlideError,
+    SlideReaderCache,
+    TileNotFoundError,
+    encode_jpeg,
+    render_tile_jpeg,
+)
+
+TILE_SIZE = 256
+TILE_OVERLAP = 0
+THUMBNAIL_SIZES = (128, 256, 512, 1024)
+# Bump when the rendering changes, so cached tiles and browser ETags are invalidated.
+RENDER_VERSION = "1"
+INFO_TTL_SECONDS = 5.0
+
+
+@dataclass(frozen=True)
+class TileSource:
+    slide_id: int
+    path: Path
+    checksum: str
+    width: int
+    height: int
+
+    @property
+    def geometry(self) -> DeepZoomGeometry:
+        return DeepZoomGeometry(width=self.width, height=self.height, tile_size=TILE_SIZE, overlap=TILE_OVERLAP)
+
+
+@dataclass(frozen=True)
+class TileResponse:
+    status: int
+    body: bytes
+    content_type: str
+    etag: str = ""
+
+    @property
+    def cacheable(self) -> bool:
+        return self.status == 200 and bool(self.etag)
+
+
+_readers: SlideReaderCache | None = None
+_readers_lock = threading.Lock()
+_info_cache: dict[int, tuple[float, TileSource | None]] = {}
+
+
+def slide_readers() -> SlideReaderCache:
+    global _readers
+    with _readers_lock:
+        if _readers is None:
+            _readers = SlideReaderCache(capacity=settings.LADDER_OPEN_SLIDES)
+        return _readers
+
+
+def tile_source_get(slide_id: int) -> TileSource | None:
+    """The ready slide's file and size, cached for a few seconds (no query per tile)."""
+    now = time.monotonic()
+    hit = _info_cache.get(slide_id)
+    if hit and now - hit[0] < INFO_TTL_SECONDS:
+        return hit[1]
+    from viewer.models import Slide, SlideStatus
+
+    row = (
+        Slide.objects.filter(pk=slide_id, status=SlideStatus.READY)
+        .values("file_path", "checksum", "width", "height")
+        .first()
+    )
+    source = (
+        TileSource(slide_id=slide_id, path=Path(row["file_path"]), checksum=row["checksum"],
+                   width=row["width"], height=row["height"])
+        if row else None
+    )
+    if source is not None:  # a miss is not remembered: a slide imported a moment later is served at once
+        _info_cache[slide_id] = (now, source)
+    return source
+
+
+def tile_source_forget(slide_id: int | None = None) -> None:
+    """Drop cached slide info (one slide, or all with None)."""
+    if slide_id is None:
+        _info_cache.clear()
+    else:
+        _info_cache.pop(slide_id, None)
+
+
+def _etag(source: TileSource, *parts) -> str:
+    return '"' + "-".join([source.checksum[:20], RENDER_VERSION, *map(str, parts)]) + '"'
+
+
+def dzi_response(source: TileSource) -> TileResponse:
+    body = source.geometry.dzi_xml(fmt="jpeg").encode()
+    return TileResponse(200, body, "application/xml", _etag(source, "dzi", TILE_SIZE, TILE_OVERLAP))
+
+
+def tile_response(source: TileSource, *, level: int, col: int, row: int) -> TileResponse:
+    quality = settings.LADDER_JPEG_QUALITY
+    etag = _etag(source, level, col, row, quality)
+    cache = caches["tiles"]
+    key = f"t:{source.checksum}:{RENDER_VERSION}:{level}:{col}:{row}:{quality}"
+    body = cache.get(key)
+    if body is None:
+        try:
+            reader = slide_readers().get(source.path)
+            body = render_tile_jpeg(reader, source.geometry, level=level, col=col, row=row, quality=quality)
+        except TileNotFoundError as exc:
+            return TileResponse(404, str(exc).encode(), "text/plain")
+        except (SlideError, OSError) as exc:
+            return TileResponse(503, f"slide unreadable: {exc}".encode(), "text/plain")
+        cache.set(key, body)
+    return TileResponse(200, body, "image/jpeg", etag)
+
+
+def thumbnail_response(source: TileSource, *, size: int) -> TileResponse:
+    size = min((s for s in THUMBNAIL_SIZES if s >= size), default=THUMBNAIL_SIZES[-1])
+    cache = caches["tiles"]
+    key = f"thumb:{source.checksum}:{RENDER_VERSION}:{size}"
+    body = cache.get(key)
+    if body is None:
+        try:
+            image = slide_readers().get(source.path).thumbnail_image(size)
+        except (SlideError, OSError) as exc:
+            return TileResponse(503, f"slide unreadable: {exc}".encode(), "text/plain")
+        body = encode_jpeg(image, quality=85)
+        cache.set(key, body)
+    return TileResponse(200, body, "image/jpeg", _etag(source, "thumb", size))

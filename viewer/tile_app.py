@@ -1,0 +1,162 @@
+"""ASGI fast path for slide pixels: DZI descriptors, tiles and thumbnails.
+
+Django runs sync views and sync middleware on one shared thread under ASGI, so a burst
+of tile requests would queue behind it (and behind any slow page). These routes are
+therefore answered before Django's handler: the session or token is checked and the
+tile is rendered on a dedicated thread pool. Same rules as the Django views: login
+required, ETag / If-None-Match, private caching.
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+from http.cookies import SimpleCookie
+from importlib import import_module
+
+from django.conf import settings
+from django.db import close_old_connections
+
+from viewer.services import tiles
+
+TILE_PATH = re.compile(
+    r"^/slides/(?P<slide>\d+)(?:(?P<dzi>\.dzi)|_files/(?P<level>\d+)/(?P<col>\d+)_(?P<row>\d+)\.jpeg"
+    r"|(?P<thumb>/thumbnail\.jpg))$"
+)
+CACHE_CONTROL = "private, max-age=86400"
+AUTH_TTL_SECONDS = 10.0
+
+_executor: ThreadPoolExecutor | None = None
+_auth_cache: dict[str, tuple[float, bool]] = {}
+
+
+def executor() -> ThreadPoolExecutor:
+    global _executor
+    if _executor is None:
+        _executor = ThreadPoolExecutor(max_workers=settings.LADDER_TILE_THREADS, thread_name_prefix="tiles")
+    return _executor
+
+
+class _SessionOnly:
+    """The least of a request that django.contrib.auth.get_user needs."""
+
+    def __init__(self, session):
+        self.session = session
+
+
+def credentials_valid(*, session_key: str | None, token: str | None) -> bool:
+    """Is there a logged-in, active user behind this session cookie or API token? Cached briefly."""
+    cache_key = f"s:{session_key}" if session_key else f"t:{token}"
+    if not (session_key or token):
+        return False
+    now = time.monotonic()
+    hit = _auth_cache.get(cache_key)
+    if hit and now - hit[0] < AUTH_TTL_SECONDS:
+        return hit[1]
+    try:
+        if session_key:
+            from django.contrib.auth import get_user
+
+            store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
+            user = get_user(_SessionOnly(store))
+            valid = bool(user.is_authenticated and user.is_active)
+        else:
+            from rest_framework.authtoken.models import Token
+
+            valid = Token.objects.filter(key=token, user__is_active=True).exists()
+    finally:
+        close_old_connections()
+    if len(_auth_cache) > 10_000:
+        _auth_cache.clear()
+    _auth_cache[cache_key] = (now, valid)
+    return valid
+
+
+def forget_credentials() -> None:
+    _auth_cache.clear()
+
+
+def tile_request(match: re.Match, *, authorised: bool, if_none_match: str | None, thumb_size: int = 256):
+    """Answer one matched pixel request: (status, headers, body)."""
+    if not authorised:
+        return 401, [(b"content-type", b"text/plain")], b"login required"
+    try:
+        source = tiles.tile_source_get(int(match["slide"]))
+    finally:
+        close_old_connections()
+    if source is None:
+        return 404, [(b"content-type", b"text/plain")], b"no such slide"
+    if match["dzi"]:
+        response = tiles.dzi_response(source)
+    elif match["thumb"]:
+        response = tiles.thumbnail_response(source, size=thumb_size)
+    else:
+        response = tiles.tile_response(source, level=int(match["level"]), col=int(match["col"]), row=int(match["row"]))
+    headers = [(b"content-type", response.content_type.encode())]
+    if response.cacheable:
+        headers += [(b"etag", response.etag.encode()), (b"cache-control", CACHE_CONTROL.encode()),
+                    (b"vary", b"Cookie, Authorization")]
+        if if_none_match and response.etag in [tag.strip() for tag in if_none_match.split(",")]:
+            return 304, headers[1:], b""
+    headers += [(b"x-content-type-options", b"nosniff")]
+    return response.status, headers, response.body
+
+
+def _header(scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _credentials(scope) -> tuple[str | None, str | None]:
+    session_key = token = None
+    cookie_header = _header(scope, b"cookie")
+    if cookie_header:
+        cookie = SimpleCookie()
+        try:
+            cookie.load(cookie_header)
+        except Exception:
+            cookie = SimpleCookie()
+        morsel = cookie.get(settings.SESSION_COOKIE_NAME)
+        session_key = morsel.value if morsel else None
+    authorization = _header(scope, b"authorization") or ""
+    if authorization.lower().startswith("token "):
+        token = authorization[6:].strip()
+    return session_key, token
+
+
+def _thumb_size(scope) -> int:
+    query = scope.get("query_string", b"").decode("latin-1")
+    found = re.search(r"(?:^|&)size=(\d{1,4})(?:&|$)", query)
+    return int(found.group(1)) if found else 256
+
+
+class TileFastPath:
+    """ASGI middleware: pixel routes answered here, everything else passed to `app`."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope.get("method") in ("GET", "HEAD"):
+            match = TILE_PATH.match(scope.get("path", ""))
+            if match:
+                await self._serve(scope, send, match)
+                return
+        await self.app(scope, receive, send)
+
+    async def _serve(self, scope, send, match):
+        session_key, token = _credentials(scope)
+        loop = asyncio.get_running_loop()
+
+        def work():
+            authorised = credentials_valid(session_key=session_key, token=token)
+            return tile_request(match, authorised=authorised, if_none_match=_header(scope, b"if-none-match"),
+                                thumb_size=_thumb_size(scope))
+
+        status, headers, body = await loop.run_in_executor(executor(), work)
+        headers = headers + [(b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
