@@ -11,4 +11,9 @@ app = Celery("ladder")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks(["analysis"])
 # Run one worker with -B (beat) so jobs whose worker died are reaped even when no new job arrives.
-app.conf.beat_schedule = {"reap-stale-jobs": {"task": "analysis.reap_stale_jobs", "schedule": 30.0}}
+app.conf.beat_schedule = {
+    "reap-stale-jobs": {
+        "task": "analysis.reap_stale_jobs",
+        "schedule": max(2.0, int(os.environ.get("LADDER_JOB_HEARTBEAT_TIMEOUT", "120")) / 2),
+    }
+}

@@ -96,3 +96,54 @@ def ihc_slide(case, shared_file):
     from viewer.services.slides import slide_import
 
     return slide_import(case=case, stain="ihc", path=shared_file("slides/tcga-cr-7395-01a-01-ts1.svs"))
+
+
+def _database_env() -> dict[str, str]:
+    """Environment that points a child process at the test database in use."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return {"LADDER_DB_PATH": str(db["NAME"])}
+    user = db.get("USER") or ""
+    password = f":{db['PASSWORD']}" if db.get("PASSWORD") else ""
+    auth = f"{user}{password}@" if user else ""
+    return {"DATABASE_URL": f"postgres://{auth}{db.get('HOST') or '127.0.0.1'}:{db.get('PORT') or 5432}/{db['NAME']}"}
+
+
+@pytest.fixture
+def child_env(transactional_db):
+    """os.environ for processes that must share this test's database and data folder."""
+    import os
+
+    return {**os.environ, **_database_env(), "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture
+def live_worker(child_env):
+    """A real job worker process: the embedded worker, or a Celery worker in scale-out."""
+    import subprocess
+    import sys
+
+    from django.conf import settings
+
+    started: list[subprocess.Popen] = []
+
+    def start() -> subprocess.Popen:
+        if settings.LADDER_JOB_BACKEND == "celery":
+            command = [sys.executable, "-m", "celery", "-A", "config", "worker", "-l", "warning",
+                       "--concurrency", "1", "--pool", "solo", "-Q", settings.CELERY_TASK_DEFAULT_QUEUE]
+        else:
+            command = [sys.executable, "manage.py", "worker", "--poll", "0.2"]
+        process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=child_env)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()

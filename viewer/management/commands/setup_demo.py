@@ -1,0 +1,92 @@
+"""python manage.py setup_demo: demo users, the phantom H&E/IHC pair and the demo case. Idempotent."""
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import time
+
+from django.conf import settings
+from django.contrib.auth.models import Group, User
+from django.core.management.base import BaseCommand, CommandError
+
+from viewer.models import Case, Role, SlideAlignment, Stain
+from viewer.services.roles import roles_ensure_groups
+from viewer.services.slides import alignment_ensure_default, slide_import
+
+DEMO_CASE_ID = "DEMO-001"
+DEMO_USERS = {  # user name -> roles
+    "pathologist": [Role.PATHOLOGIST],
+    "presenter": [Role.PRESENTER, Role.PATHOLOGIST],
+    "admin": [Role.ADMIN, Role.PATHOLOGIST],
+}
+# A synthetic patient: every value invented, labelled demo wherever shown.
+DEMO_CLINICAL = {
+    "age": 48, "clinical_t": "T2", "clinical_n": "N1", "clinical_stage": "II", "er_status": "negative",
+    "pr_status": "negative", "hr_status": "negative", "her2_ihc": "3+", "grade": 3,
+    "regimen": "TCbHP (docetaxel, carboplatin, trastuzumab, pertuzumab) x6",
+    "notes": "Synthetic phantom slides made by analysis.core.phantom; not a patient.",
+}
+
+
+class Command(BaseCommand):
+    help = "Create the demo users, the phantom H&E / HER2-IHC slide pair and the demo case (skips what exists)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--phantom-size", type=int, default=20480, help="phantom width and height in pixels")
+        parser.add_argument("--force", action="store_true", help="allow in production settings")
+
+    def handle(self, *args, phantom_size: int, force: bool, **options):
+        if settings.PRODUCTION and not force:
+            raise CommandError("setup_demo creates users with printed passwords: not in production (use --force).")
+        roles_ensure_groups()
+        logins = self._ensure_users()
+        case = self._ensure_case(phantom_size)
+        self.stdout.write(self.style.SUCCESS(f"Demo case {case.case_id} is ready: /cases/{case.case_id}/"))
+        self.stdout.write("Log in at http://127.0.0.1:8000/accounts/login/ with one of:")
+        for username, password in logins.items():
+            roles = ", ".join(role.value for role in DEMO_USERS[username])
+            self.stdout.write(f"    {username:12s} {password}    ({roles})")
+
+    def _ensure_users(self) -> dict[str, str]:
+        """Random passwords, made once and kept in LADDER_DATA_DIR/demo/logins.json (mode 600)."""
+        store = settings.LADDER_DEMO_DIR / "logins.json"
+        logins = json.loads(store.read_text()) if store.exists() else {}
+        for username, roles in DEMO_USERS.items():
+            password = logins.get(username) or secrets.token_urlsafe(9)
+            user, created = User.objects.get_or_create(username=username)
+            if created or not user.check_password(password):
+                user.set_password(password)
+            user.is_staff = Role.ADMIN in roles
+            user.save()
+            user.groups.add(*[Group.objects.get(name=role.value) for role in roles])
+            logins[username] = password
+        store.parent.mkdir(parents=True, exist_ok=True)
+        store.write_text(json.dumps(logins, indent=2))
+        store.chmod(0o600)
+        return logins
+
+    def _ensure_case(self, size: int) -> Case:
+        from analysis.core.phantom import ensure_phantom_pair
+
+        started = time.monotonic()
+        self.stdout.write(f"Phantom slide pair ({size:,} x {size:,} px): checking ...")
+        pair = ensure_phantom_pair(out_dir=settings.LADDER_DEMO_DIR / "phantom", width=size, height=size)
+        if pair.generated:
+            self.stdout.write(f"    generated in {time.monotonic() - started:.0f} s")
+        case, _ = Case.objects.get_or_create(case_id=DEMO_CASE_ID, defaults={**DEMO_CLINICAL, "is_demo": True})
+        for stain, path in ((Stain.HE, pair.he_path), (Stain.IHC, pair.ihc_path)):
+            if not case.slides.filter(stain=stain, source_path=str(path.resolve())).exists():
+                case.slides.filter(stain=stain).delete()  # an older phantom: replace it
+                slide_import(case=case, stain=stain, path=path, name=f"phantom-{stain}.tif")
+        self._align_to_truth(case, pair.ihc_transform)
+        return case
+
+    def _align_to_truth(self, case: Case, transform) -> None:
+        """The phantom IHC is the H&E moved by a known affine map: start the viewer aligned."""
+        alignment = alignment_ensure_default(case=case)
+        if alignment is None or alignment.updated_by_id is not None:
+            return  # a user has adjusted it since: keep theirs
+        (a, b, tx), (c, d, ty) = transform
+        SlideAlignment.objects.filter(pk=alignment.pk).update(
+            offset_x=tx, offset_y=ty, scale=math.hypot(a, c), rotation=math.degrees(math.atan2(c, a)) % 360)
