@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from analysis.jobs.registry import job_handler
+from analysis.jobs.runner import JobCancelled, JobFailure
 from analysis.models import JobKind
 
 
@@ -18,3 +20,57 @@ def selftest(job, context) -> dict:
     if job.params.get("fail"):
         raise ValueError(str(job.params["fail"]))
     return {"steps": steps}
+
+
+@job_handler(JobKind.ANALYZE_SLIDE)
+def analyze_slide(job, context) -> dict:
+    """Segment and classify every cell of a slide (HER2 membranes on IHC), then its features.
+
+    The run folder is built under a temporary name and renamed when complete; a failed or
+    cancelled run leaves nothing behind.
+    """
+    from analysis.core.slides import SlideError, SlideReader
+    from analysis.core.tissue import NoTissueError
+    from analysis.core.wsi_analysis import Cancelled, analyze_slide as analyze_whole_slide
+    from analysis.results import analysis_run_record, run_dir_new, run_discard, slide_features_compute
+    from analysis.segmenters import segmenter_for
+
+    slide = job.slide
+    if slide is None:
+        raise JobFailure("the slide of this job no longer exists")
+    if not slide.mpp_x:
+        raise JobFailure(f"{slide.name}: the resolution (µm per pixel) is unknown; set it on the case page, "
+                         "then run the analysis again")
+    try:
+        reader = SlideReader(Path(slide.file_path))
+    except SlideError as exc:
+        raise JobFailure(str(exc)) from exc
+    segmenter = segmenter_for(stain=slide.stain, log=context.log)
+    info = segmenter.info
+    context.log(f"segmenter {info.name} {info.version}{' (approximate)' if info.approximate else ''}"
+                f"{', weights ' + info.weights if info.weights else ''}")
+    out_dir, relative = run_dir_new(slide=slide)
+    try:
+        summary = analyze_whole_slide(
+            reader=reader, stain=slide.stain, segmenter=segmenter, out_dir=out_dir, mpp=slide.mpp_x,
+            progress=lambda done, total, message: context.progress(0.9 * done, total, message, raise_on_cancel=False),
+            should_cancel=context.cancel_requested,
+        ).to_dict()
+    except Cancelled as exc:
+        raise JobCancelled() from exc
+    except NoTissueError as exc:
+        raise JobFailure(f"{slide.name}: no tissue found ({exc})") from exc
+    except SlideError as exc:
+        raise JobFailure(f"{slide.name}: {exc}") from exc
+    for warning in summary.get("warnings") or []:
+        context.log(f"warning: {warning}")
+    try:
+        run = analysis_run_record(slide=slide, job=job, run_dir=relative, summary=summary)
+        context.progress(0.92, 1, "computing cell graphs and slide features")
+        features = slide_features_compute(slide=slide, run=run, log=context.log)
+    except BaseException:
+        run_discard(out_dir)
+        raise
+    if features.reason:
+        context.log(f"slide features not computed: {features.reason}")
+    return {"run": run.pk, "cells": run.n_cells, "features": features.status, "warnings": summary.get("warnings", [])}

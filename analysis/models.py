@@ -7,7 +7,7 @@ from django.db import models
 
 class JobKind(models.TextChoices):
     ANALYZE_SLIDE = "analyze_slide", "Cell analysis"
-    COMPUTE_FEATURES = "compute_features", "Slide features"
+    IMPORT_CELLS = "import_cells", "Cell import"
     SCORE_CASE = "score_case", "HER2-LADDER score"
     SELFTEST = "selftest", "Self-test"
 
@@ -57,3 +57,51 @@ class Job(models.Model):
     @property
     def is_active(self) -> bool:
         return self.status in ACTIVE_STATUSES
+
+
+class AnalysisRun(models.Model):
+    """A finished cell analysis of one slide; its files live in LADDER_RUNS_DIR/<run_dir>."""
+
+    slide = models.ForeignKey("viewer.Slide", on_delete=models.CASCADE, related_name="runs")
+    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs")
+    run_dir = models.CharField(max_length=255, help_text="Folder under LADDER_RUNS_DIR.")
+    source = models.CharField(max_length=16, default="segmentation",
+                              help_text="'segmentation', or 'imported' for bring-your-own cells.")
+    segmenter = models.CharField(max_length=64)
+    segmenter_version = models.CharField(max_length=32, blank=True)
+    weights = models.CharField(max_length=255, blank=True)
+    approximate = models.BooleanField(default=False, help_text="Classical CPU segmentation: approximate.")
+    n_cells = models.PositiveIntegerField(default=0)
+    class_counts = models.JSONField(default=dict, blank=True)
+    her2 = models.JSONField(null=True, blank=True, help_text="IHC: slide HER2 score and the percentages behind it.")
+    warnings = models.JSONField(default=list, blank=True)
+    summary = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        get_latest_by = "created_at"
+
+    def __str__(self) -> str:
+        return f"run #{self.pk} of slide {self.slide_id} ({self.segmenter}, {self.n_cells} cells)"
+
+
+class FeatureStatus(models.TextChoices):
+    COMPUTED = "computed", "Computed"
+    UNAVAILABLE = "unavailable", "Not computed"
+
+
+class SlideFeatures(models.Model):
+    """Slide-level sc-MTOP features of one run, under a versioned schema."""
+
+    slide = models.ForeignKey("viewer.Slide", on_delete=models.CASCADE, related_name="features")
+    run = models.ForeignKey(AnalysisRun, null=True, blank=True, on_delete=models.CASCADE, related_name="features")
+    schema_version = models.CharField(max_length=16)
+    status = models.CharField(max_length=12, choices=FeatureStatus.choices, default=FeatureStatus.COMPUTED)
+    reason = models.CharField(max_length=255, blank=True, help_text="Why the features are not computed.")
+    values = models.JSONField(default=dict, blank=True)
+    computed_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-computed_at"]
+        get_latest_by = "computed_at"

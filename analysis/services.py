@@ -44,3 +44,17 @@ def job_retry(*, job: Job, user=None) -> Job:
         raise JobStateError(f"job #{job.pk} is {job.status}; only failed or cancelled jobs can be retried")
     return job_enqueue(kind=job.kind, slide=job.slide, case=job.case, params=job.params, user=user,
                        max_attempts=job.max_attempts)
+
+
+def analysis_enqueue(*, slide, user=None) -> Job:
+    """Queue a slide's cell analysis, unless one is already queued or running."""
+    from analysis.models import JobKind
+
+    if not slide.is_ready:
+        raise JobStateError(f"{slide.name} is {slide.status}; only ready slides can be analysed")
+    if not slide.mpp_x:
+        raise JobStateError(f"{slide.name}: set the slide's resolution (µm per pixel) before analysing it")
+    running = Job.objects.filter(slide=slide, kind=JobKind.ANALYZE_SLIDE, status__in=ACTIVE_STATUSES).first()
+    if running:
+        raise JobStateError(f"{slide.name} is already being analysed (job #{running.pk})")
+    return job_enqueue(kind=JobKind.ANALYZE_SLIDE, slide=slide, user=user)

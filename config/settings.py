@@ -48,6 +48,7 @@ LADDER_SLIDE_ROOTS = [
 ] + [LADDER_UPLOAD_DIR, LADDER_DEMO_DIR]
 LADDER_MAX_UPLOAD_MB = int(os.environ.get("LADDER_MAX_UPLOAD_MB", "4096"))
 LADDER_HOVERNET_WEIGHTS = os.environ.get("LADDER_HOVERNET_WEIGHTS", "")
+LADDER_TORCH_DEVICE = os.environ.get("LADDER_TORCH_DEVICE", "auto")  # auto | cpu | cuda | cuda:1 ...
 LADDER_TILE_THREADS = int(os.environ.get("LADDER_TILE_THREADS", "8"))
 LADDER_OPEN_SLIDES = int(os.environ.get("LADDER_OPEN_SLIDES", "32"))
 LADDER_JPEG_QUALITY = int(os.environ.get("LADDER_JPEG_QUALITY", "80"))

@@ -14,6 +14,7 @@ urlpatterns = [
     path("cases/<str:case_id>/", pages.case_detail, name="case-detail"),
     path("cases/<str:case_id>/upload/", pages.slide_upload_view, name="slide-upload"),
     path("slides/<int:slide_id>/mpp/", pages.slide_mpp_view, name="slide-mpp"),
+    path("slides/<int:slide_id>/analyze/", pages.slide_analyze_view, name="slide-analyze"),
     # Pixels: answered by the ASGI fast path (viewer.tile_app) in the server; these views
     # serve the same URLs elsewhere (test client) and give reverse() its names.
     path("slides/<int:slide_id>.dzi", tiles.slide_dzi, name="slide-dzi"),

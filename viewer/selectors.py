@@ -77,3 +77,42 @@ def case_viewer_config(*, case: Case, can_edit: bool, csrf_token: str) -> dict:
 
 def case_jobs(case: Case, *, limit: int = 20) -> QuerySet[Job]:
     return case.jobs.select_related("slide").order_by("-created_at")[:limit]
+
+
+def slide_latest_run(slide: Slide):
+    return slide.runs.order_by("-created_at").first()
+
+
+def slide_latest_features(slide: Slide):
+    return slide.features.order_by("-computed_at").first()
+
+
+def feature_rows(features) -> list[dict]:
+    """Schema rows (name, definition, unit) with this slide's value, in schema order."""
+    from analysis.core.slide_features import load_schema
+
+    if features is None or not features.values:
+        return []
+    schema = {entry["name"]: entry for entry in load_schema()["features"]}
+    return [
+        {"name": name, "value": value, "unit": schema.get(name, {}).get("unit", ""),
+         "definition": schema.get(name, {}).get("definition", "")}
+        for name, value in features.values.items()
+    ]
+
+
+def case_slide_panels(case: Case) -> list[dict]:
+    """Each slide with its latest analysis run, features and failed-analysis message."""
+    panels = []
+    for slide in case.slides.all():
+        run = slide_latest_run(slide)
+        features = slide_latest_features(slide)
+        last_job = slide.jobs.order_by("-created_at").first()
+        panels.append({
+            "slide": slide,
+            "run": run,
+            "features": features,
+            "feature_rows": feature_rows(features),
+            "last_job": last_job,
+        })
+    return panels

@@ -40,6 +40,7 @@ class JobContext:
     """What a handler uses to talk back: progress, log lines, cancellation."""
 
     job_id: int
+    on_progress: object = None  # optional callable(fraction, message), e.g. a terminal progress bar
     started: float = field(default_factory=time.monotonic)
     _last_write: float = 0.0
     _log_buffer: list[str] = field(default_factory=list)
@@ -50,19 +51,25 @@ class JobContext:
         logger.info("job %s: %s", self.job_id, line)
         self._flush(force=False)
 
-    def progress(self, done: float, total: float, message: str = "") -> None:
-        """Report progress; raises JobCancelled if the user cancelled. Writes at most ~2x/s."""
+    def progress(self, done: float, total: float, message: str = "", *, raise_on_cancel: bool = True) -> None:
+        """Report progress (written at most ~2x/s); raises JobCancelled if the user cancelled."""
         fraction = 0.0 if total <= 0 else max(0.0, min(1.0, done / total))
+        if self.on_progress:
+            self.on_progress(fraction, message)
         now = time.monotonic()
         if now - self._last_write < 0.5 and fraction < 1.0:
             return
         elapsed = now - self.started
         eta = elapsed * (1 - fraction) / fraction if fraction > 0.01 else None
         self._flush(force=True, progress=fraction, message=message[:255], eta_seconds=eta)
-        self.check_cancel()
+        if raise_on_cancel:
+            self.check_cancel()
+
+    def cancel_requested(self) -> bool:
+        return Job.objects.filter(pk=self.job_id, cancel_requested=True).exists()
 
     def check_cancel(self) -> None:
-        if Job.objects.filter(pk=self.job_id, cancel_requested=True).exists():
+        if self.cancel_requested():
             raise JobCancelled()
 
     def _flush(self, *, force: bool, **fields) -> None:
@@ -113,10 +120,10 @@ def _heartbeat_loop(job_id: int, stop: threading.Event, interval: float) -> None
         close_old_connections()
 
 
-def job_execute(job: Job) -> Job:
+def job_execute(job: Job, *, on_progress=None) -> Job:
     """Run a claimed job's handler and record how it ended."""
     handler = HANDLERS.get(job.kind)
-    context = JobContext(job_id=job.pk)
+    context = JobContext(job_id=job.pk, on_progress=on_progress)
     stop = threading.Event()
     interval = max(1.0, settings.LADDER_JOB_HEARTBEAT_TIMEOUT / 4)
     beat = threading.Thread(target=_heartbeat_loop, args=(job.pk, stop, interval), daemon=True)

@@ -10,7 +10,7 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
 from analysis.models import Job
-from analysis.services import JobStateError, job_cancel, job_retry
+from analysis.services import JobStateError, analysis_enqueue, job_cancel, job_retry
 from viewer import selectors
 from viewer.api.permissions import CanEditCasesOrReadOnly
 from viewer.api.serializers import (
@@ -83,6 +83,17 @@ class SlideViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         except SlideImportError as exc:
             raise ValidationError({"detail": str(exc)}) from exc
         return Response(SlideSerializer(slide).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={201: JobSerializer})
+    @action(detail=True, methods=["post"])
+    def analyze(self, request, pk=None):
+        """Queue the slide's cell analysis (segmentation, HER2 grading on IHC, graph features)."""
+        slide = self.get_object()
+        try:
+            job = analysis_enqueue(slide=slide, user=request.user)
+        except JobStateError as exc:
+            raise ValidationError({"detail": str(exc)}) from exc
+        return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(request=SlideMppSerializer, responses=SlideSerializer)
     @action(detail=True, methods=["put"], url_path="mpp")

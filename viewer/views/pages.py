@@ -12,6 +12,7 @@ from viewer import selectors
 from viewer.models import Case, CaseStatus, Her2Score, Slide, Stain
 from viewer.services.roles import user_can_edit_cases
 from viewer.services.slides import SlideImportError, slide_set_mpp, slide_upload
+from analysis.services import JobStateError, analysis_enqueue
 
 
 def worklist(request):
@@ -36,7 +37,7 @@ def case_detail(request, case_id: str):
     config = selectors.case_viewer_config(case=case, can_edit=can_edit, csrf_token=get_token(request))
     return render(request, "viewer/case.html", {
         "case": case,
-        "slides": case.slides.all(),
+        "slide_panels": selectors.case_slide_panels(case),
         "viewer_config": config,
         "jobs": selectors.case_jobs(case),
         "stains": Stain.choices,
@@ -72,4 +73,17 @@ def slide_mpp_view(request, slide_id: int):
         messages.success(request, f"Resolution of {slide.name} set to {slide.mpp_x:g} µm/px.")
     except (ValueError, SlideImportError) as exc:
         messages.error(request, f"Could not set the resolution: {exc}")
+    return redirect("case-detail", case_id=slide.case.case_id)
+
+
+@require_POST
+def slide_analyze_view(request, slide_id: int):
+    slide = get_object_or_404(Slide, pk=slide_id)
+    if not user_can_edit_cases(request.user):
+        raise PermissionDenied("Only pathologists and admins can start analyses.")
+    try:
+        job = analysis_enqueue(slide=slide, user=request.user)
+        messages.success(request, f"Analysis of {slide.name} queued (job #{job.pk}).")
+    except JobStateError as exc:
+        messages.error(request, str(exc))
     return redirect("case-detail", case_id=slide.case.case_id)

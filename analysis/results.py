@@ -1,0 +1,93 @@
+"""Writes of analysis results: runs, slide features. Handlers and commands call these."""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import uuid
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+
+from analysis.models import AnalysisRun, FeatureStatus, SlideFeatures
+from viewer.services.audit import audit_record
+
+logger = logging.getLogger(__name__)
+
+# Graph edges kept for the overlays: every pair of the H&E types including macrophages.
+EDGE_TYPES = {"he": ("T", "S", "L", "N", "M"), "ihc": None}
+FEATURE_SCHEMA = Path(__file__).resolve().parent / "core" / "feature_schema_v1.json"
+
+
+def runs_root() -> Path:
+    root = Path(settings.LADDER_RUNS_DIR)
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def run_dir_new(*, slide) -> tuple[Path, str]:
+    """A fresh, not yet existing run folder for a slide: (absolute path, path under the runs root)."""
+    relative = f"slide-{slide.pk}/run-{uuid.uuid4().hex[:12]}"
+    path = runs_root() / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path, relative
+
+
+def run_path(run: AnalysisRun) -> Path:
+    return runs_root() / run.run_dir
+
+
+def schema_version() -> str:
+    return str(json.loads(FEATURE_SCHEMA.read_text())["version"])
+
+
+def slide_features_compute(*, slide, run: AnalysisRun, log=lambda line: None) -> SlideFeatures:
+    """Slide-level features (and the graph edges, written beside the cells) of a run.
+
+    Without a known mpp nothing is computed and the reason is recorded: features in
+    micrometres cannot come from pixels of unknown size.
+    """
+    from analysis.core.cells import read_cells, write_edges
+    from analysis.core.slide_features import SlideFeatureError, cell_graph_edges, compute_slide_features
+
+    version = schema_version()
+    if not slide.mpp_x:
+        return SlideFeatures.objects.create(
+            slide=slide, run=run, schema_version=version, status=FeatureStatus.UNAVAILABLE,
+            reason="The slide's resolution (µm per pixel) is unknown: set it on the case page, then re-run.")
+    folder = run_path(run)
+    cells = read_cells(path=folder / "cells.parquet")
+    try:
+        values = compute_slide_features(cells=cells, mpp=slide.mpp_x, stain=slide.stain)
+        edges = cell_graph_edges(cells=cells, mpp=slide.mpp_x, stain=slide.stain, types=EDGE_TYPES.get(slide.stain))
+    except SlideFeatureError as exc:
+        return SlideFeatures.objects.create(slide=slide, run=run, schema_version=version,
+                                            status=FeatureStatus.UNAVAILABLE, reason=str(exc)[:255])
+    # Row positions -> cell ids; lengths in µm (the edge table's unit).
+    ids = cells["id"].to_numpy()
+    edges = edges.assign(source=ids[edges["source"].to_numpy()], target=ids[edges["target"].to_numpy()])
+    edges = edges.rename(columns={"length_um": "length"})
+    write_edges(edges=edges, path=folder / "edges.parquet", cells=cells, metadata={"length_unit": "um"})
+    log(f"{len(values)} slide features, {len(edges):,} graph edges")
+    clean = {name: (None if value != value else float(value)) for name, value in values.items()}  # NaN -> null
+    return SlideFeatures.objects.create(slide=slide, run=run, schema_version=version, values=clean)
+
+
+def analysis_run_record(*, slide, job, run_dir: str, summary: dict, source: str = "segmentation") -> AnalysisRun:
+    segmenter = summary.get("segmenter") or {}
+    with transaction.atomic():
+        run = AnalysisRun.objects.create(
+            slide=slide, job=job, run_dir=run_dir, source=source,
+            segmenter=segmenter.get("name", "unknown"), segmenter_version=str(segmenter.get("version", "")),
+            weights=segmenter.get("weights", ""), approximate=bool(segmenter.get("approximate", False)),
+            n_cells=int(summary.get("n_cells", 0)), class_counts=summary.get("class_counts") or {},
+            her2=summary.get("her2"), warnings=summary.get("warnings") or [], summary=summary,
+        )
+        audit_record(user=job.created_by if job else None, action="analysis.run", case=slide.case, slide=slide,
+                     detail={"run": run.pk, "segmenter": run.segmenter, "cells": run.n_cells})
+    return run
+
+
+def run_discard(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
