@@ -7,6 +7,6 @@ source scripts/bootstrap.sh
 
 bootstrap_python requirements-dev.txt
 bootstrap_frontend
-bootstrap_chromium
+bootstrap_test_tools
 say "Running the test suite"
 exec "$PY" -m pytest "$@"

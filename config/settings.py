@@ -188,6 +188,8 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "ladder"
+# Queue of cell-analysis jobs: "gpu" when a GPU worker with HoVer-Net weights consumes it.
+LADDER_ANALYSIS_QUEUE = os.environ.get("LADDER_ANALYSIS_QUEUE", CELERY_TASK_DEFAULT_QUEUE)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 
 # --- Auth -------------------------------------------------------------------------------

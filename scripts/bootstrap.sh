@@ -50,13 +50,17 @@ bootstrap_frontend() {
   "$PY" "$ROOT/scripts/vendor_static.py"
 }
 
-# Debian's Chromium for the end-to-end tests (Playwright never downloads a browser here).
-bootstrap_chromium() {
-  if [ -x /usr/bin/chromium ]; then return 0; fi
+# Debian's Chromium for the end-to-end tests (Playwright never downloads a browser here) and
+# docker-compose to validate docker/compose.yml.
+bootstrap_test_tools() {
+  local missing=()
+  [ -x /usr/bin/chromium ] || missing+=(chromium chromium-driver)
+  command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || missing+=(docker-compose)
+  [ ${#missing[@]} -eq 0 ] && return 0
   if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
-    say "Installing Chromium from Debian for the browser tests"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    say "Installing ${missing[*]} from Debian for the tests"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
   else
-    echo "warning: /usr/bin/chromium missing and cannot be installed here; browser tests will be skipped" >&2
+    echo "warning: ${missing[*]} missing and cannot be installed here; the tests that need them are skipped" >&2
   fi
 }

@@ -214,9 +214,12 @@ def jobs_reap_stale() -> list[int]:
 
 
 def dispatch(job_id: int) -> None:
-    """Hand a queued job to the configured executor."""
+    """Hand a queued job to the configured executor (cell analyses may go to a GPU queue)."""
     if settings.LADDER_JOB_BACKEND == "celery":
+        from analysis.models import JobKind
         from analysis.tasks import run_job
 
-        run_job.delay(job_id)
+        kind = Job.objects.filter(pk=job_id).values_list("kind", flat=True).first()
+        queue = settings.LADDER_ANALYSIS_QUEUE if kind == JobKind.ANALYZE_SLIDE else settings.CELERY_TASK_DEFAULT_QUEUE
+        run_job.apply_async(args=[job_id], queue=queue)
     # embedded: the worker polls the table; nothing to send.
