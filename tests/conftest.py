@@ -131,7 +131,9 @@ def live_worker(child_env):
 
     def start() -> subprocess.Popen:
         if settings.LADDER_JOB_BACKEND == "celery":
-            command = [sys.executable, "-m", "celery", "-A", "config", "worker", "-l", "warning",
+            # -B: the embedded beat reaps jobs of dead workers, as one worker does in production.
+            command = [sys.executable, "-m", "celery", "-A", "config", "worker", "-B", "-l", "warning",
+                       "-s", str(settings.LADDER_DATA_DIR / f"celerybeat-{len(started)}"),
                        "--concurrency", "1", "--pool", "solo", "-Q", settings.CELERY_TASK_DEFAULT_QUEUE]
         else:
             command = [sys.executable, "manage.py", "worker", "--poll", "0.2"]
