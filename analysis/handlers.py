@@ -73,4 +73,24 @@ def analyze_slide(job, context) -> dict:
         raise
     if features.reason:
         context.log(f"slide features not computed: {features.reason}")
+    else:
+        from analysis.scoring import score_enqueue
+
+        score_enqueue(case=slide.case)  # new features: the case's score follows
     return {"run": run.pk, "cells": run.n_cells, "features": features.status, "warnings": summary.get("warnings", [])}
+
+
+@job_handler(JobKind.SCORE_CASE)
+def score_case(job, context) -> dict:
+    """Score the case with the active model (probability, score, risk group, attributions)."""
+    from analysis.scoring import ModelRegistryError, case_score_compute
+
+    if job.case is None:
+        raise JobFailure("the case of this job no longer exists")
+    try:
+        score = case_score_compute(case=job.case)
+    except ModelRegistryError as exc:
+        raise JobFailure(str(exc)) from exc
+    if score.message:
+        context.log(score.message)
+    return {"score": score.pk, "status": score.status, "risk_group": score.risk_group}

@@ -8,6 +8,7 @@ from django.db import models
 class JobKind(models.TextChoices):
     ANALYZE_SLIDE = "analyze_slide", "Cell analysis"
     IMPORT_CELLS = "import_cells", "Cell import"
+    TRAIN_MODEL = "train_model", "Model training"
     SCORE_CASE = "score_case", "HER2-LADDER score"
     SELFTEST = "selftest", "Self-test"
 
@@ -105,3 +106,63 @@ class SlideFeatures(models.Model):
     class Meta:
         ordering = ["-computed_at"]
         get_latest_by = "computed_at"
+
+
+class ModelVersion(models.Model):
+    """A trained HER2-LADDER model: its folder (model.joblib + model_card.json), card and state."""
+
+    name = models.CharField(max_length=100)
+    directory = models.CharField(max_length=1024, unique=True)
+    groups = models.JSONField(default=list, help_text="Input groups: clinical, he, ihc.")
+    card = models.JSONField(default=dict, blank=True)
+    synthetic = models.BooleanField(default=False, help_text="Trained on synthetic data: not for clinical use.")
+    is_active = models.BooleanField(default=False, db_index=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    activated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                     related_name="+")
+    activated_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [models.UniqueConstraint(fields=["is_active"], condition=models.Q(is_active=True),
+                                               name="one_active_model")]
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.pk}{' (synthetic)' if self.synthetic else ''}"
+
+    @property
+    def version_label(self) -> str:
+        return f"v{self.pk}"
+
+    @property
+    def cv_auc(self) -> float | None:
+        return (self.card.get("metrics") or {}).get("auc")
+
+
+class ScoreStatus(models.TextChoices):
+    SCORED = "scored", "Scored"
+    MISSING_INPUTS = "missing_inputs", "Inputs missing"
+
+
+class CaseScore(models.Model):
+    """A case's HER2-LADDER score under one model and feature schema, with its attributions."""
+
+    case = models.ForeignKey("viewer.Case", on_delete=models.CASCADE, related_name="scores")
+    model = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="scores")
+    schema_version = models.CharField(max_length=16)
+    status = models.CharField(max_length=16, choices=ScoreStatus.choices, default=ScoreStatus.SCORED)
+    message = models.TextField(blank=True, help_text="What is missing, when the case could not be scored.")
+    probability_pcr = models.FloatField(null=True, blank=True)
+    score = models.FloatField(null=True, blank=True, help_text="HER2-LADDER score, 100 x (1 - P(pCR)).")
+    risk_group = models.CharField(max_length=8, blank=True)
+    base_value = models.FloatField(null=True, blank=True)
+    attributions = models.JSONField(default=list, blank=True,
+                                    help_text="[{feature, group, value, attribution, percentile}] on the P(pCR) scale.")
+    detail = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        get_latest_by = "created_at"

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from viewer.views import models as model_pages
 from viewer.views import pages, tiles
 from viewer.views.auth import ThrottledLoginView
 
@@ -12,6 +13,9 @@ urlpatterns = [
     path("api/", include("viewer.api.urls")),
     path("", pages.worklist, name="worklist"),
     path("cases/<str:case_id>/", pages.case_detail, name="case-detail"),
+    path("models/", model_pages.model_list, name="model-list"),
+    path("models/<int:pk>/", model_pages.model_detail, name="model-detail"),
+    path("models/<int:pk>/activate/", model_pages.model_activate_view, name="model-activate"),
     path("cases/<str:case_id>/upload/", pages.slide_upload_view, name="slide-upload"),
     path("slides/<int:slide_id>/mpp/", pages.slide_mpp_view, name="slide-mpp"),
     path("slides/<int:slide_id>/analyze/", pages.slide_analyze_view, name="slide-analyze"),

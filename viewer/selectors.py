@@ -116,3 +116,44 @@ def case_slide_panels(case: Case) -> list[dict]:
             "last_job": last_job,
         })
     return panels
+
+
+RISK_IMPLICATIONS = {  # what the study attached to each group; shown as research use, not advice
+    "Low": "De-escalation candidate (likely pCR)",
+    "Medium": "Standard dual HER2 blockade",
+    "High": "Escalation candidate, e.g. next-generation ADC (likely residual disease)",
+}
+
+
+def attribution_waterfall(*, score, top: int = 12) -> dict:
+    """Plotly waterfall of the largest attributions on the HER2-LADDER score scale."""
+    rows = score.attributions[:top]
+    rest = sum(-100.0 * r["attribution"] for r in score.attributions[top:])
+    base = 100.0 * (1.0 - score.base_value)
+    labels = ["average case"] + [r["feature"] for r in rows] + (["other inputs"] if len(score.attributions) > top else [])
+    values = [base] + [-100.0 * r["attribution"] for r in rows] + ([rest] if len(score.attributions) > top else [])
+    measures = ["absolute"] + ["relative"] * (len(values) - 1)
+    return {
+        "data": [{"type": "waterfall", "orientation": "h", "y": labels + ["this case"], "x": values + [score.score],
+                  "measure": measures + ["total"], "increasing": {"marker": {"color": "#D55E00"}},
+                  "decreasing": {"marker": {"color": "#0072B2"}}, "totals": {"marker": {"color": "#555555"}},
+                  "connector": {"line": {"color": "#bbbbbb"}}}],
+        "layout": {"title": {"text": "What moved the score"},
+                   "yaxis": {"autorange": "reversed", "automargin": True}, "xaxis": {"title": {"text": "HER2-LADDER score"}},
+                   "showlegend": False},
+    }
+
+
+def case_score_panel(case: Case) -> dict | None:
+    from analysis.scoring import case_latest_score
+
+    score = case_latest_score(case)
+    if score is None:
+        return None
+    panel = {"score": score, "model": score.model, "implication": RISK_IMPLICATIONS.get(score.risk_group, "")}
+    if score.status == "scored":
+        panel["attributions"] = [
+            {**row, "score_attribution": -100.0 * row["attribution"]} for row in score.attributions[:10]
+        ]
+        panel["waterfall"] = attribution_waterfall(score=score)
+    return panel

@@ -33,7 +33,7 @@ import tifffile
 from numpy.typing import NDArray
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from analysis.core.pyramid import PyramidError, write_pyramidal_tiff
+from analysis.core.pyramid import InvalidPyramidRequestError, PyramidError, write_pyramidal_tiff
 
 DEFAULT_MAX_PIXELS = 500_000_000  # ~2 GB decoded by Pillow (4 bytes/px); fits a worker
 PLAUSIBLE_MPP = (0.05, 20.0)
@@ -139,6 +139,8 @@ def convert_to_pyramidal_tiff(
             jpeg_quality=jpeg_quality,
             description=f"HER2-LADDER conversion of {src.name}",
         )
+    except InvalidPyramidRequestError as exc:
+        raise ConversionError(str(exc)) from exc
     except (PyramidError, OSError, ValueError) as exc:
         if isinstance(exc, ConversionError):
             raise

@@ -12,15 +12,19 @@ Per-cell method (the open QuPath-style method of DESIGN.md 2.2; docs/her2.md):
    midpoint as QuPath's Voronoi-limited expansion does).
 4. Membrane = the outer ring of the cell, `membrane_um` wide (pixels of the cell within
    that distance of the cell's boundary, nucleus pixels excluded).
-5. Per cell: her2_od = mean DAB OD over the ring (QuPath's "Membrane: DAB OD mean");
-   the ring is cut into `sectors` equal angular sectors around the nucleus centroid; a
-   sector is stained when its mean DAB OD is >= faint_od; her2_completeness = stained
-   sectors / sectors with ring pixels; her2_stained_od = mean DAB OD over the stained
-   sectors' ring pixels (the intensity of what is stained, which is what the ASCO/CAP
-   intensity words describe; 0 when nothing is stained).
+5. The ring is cut into `sectors` equal angular sectors around the nucleus centroid. The
+   membrane is a ~1 um line somewhere in the ring (expansion only guesses the true cell
+   size), so a sector's membrane intensity is the mean DAB OD of its brightest
+   `membrane_top_fraction` of ring pixels. A sector is stained when that intensity is
+   >= faint_od and >= relative_od x the cell's own membrane intensity (its 3 brightest
+   sectors), so that a neighbour's membrane bleeding over the boundary does not make an
+   incomplete cell complete. Per cell: her2_completeness = stained / measured sectors;
+   her2_stained_od = mean intensity of the stained sectors (the intensity of what is
+   stained, which is what the ASCO/CAP intensity words describe; 0 when none);
+   her2_od = mean over all sectors (QuPath's "Membrane: DAB OD mean" analogue).
 6. Class (analysis.core.classes.Her2Class): intensity strong (stained_od >= strong_od),
    weak (>= weak_od) or null (below weak: faint or none) x complete (completeness >=
-   complete_fraction) or incomplete.
+   complete_fraction) or incomplete. Thresholds and their calibration: docs/her2.md.
 
 Slide score: ASCO/CAP HER2 testing guideline, Wolff AC et al., J Clin Oncol 2018;36:
 2105-2122 ("Human Epidermal Growth Factor Receptor 2 Testing in Breast Cancer: ASCO/CAP
@@ -49,7 +53,7 @@ class Her2InputError(ValueError):
 
 
 class NoTumourCellsError(Her2InputError):
-    """A slide score was asked for, but no graded tumour cell exists."""
+    """A slide score was asked for, but no (or too few) graded tumour cells exist."""
 
 
 @dataclass(frozen=True)
@@ -298,7 +302,7 @@ def asco_cell_category(*, her2_class: Iterable) -> np.ndarray:
     ).astype(object)
 
 
-def her2_slide_score(*, her2_class: Iterable, cutoff_percent: float = 10.0) -> Her2Score:
+def her2_slide_score(*, her2_class: Iterable, cutoff_percent: float = 10.0, min_cells: int = 20) -> Her2Score:
     """ASCO/CAP 2018 / 2023 IHC score from the graded invasive tumour cells of a slide.
 
     Pass only tumour cells (the guideline counts invasive tumour cells); ungraded cells
@@ -313,6 +317,8 @@ def her2_slide_score(*, her2_class: Iterable, cutoff_percent: float = 10.0) -> H
       0   otherwise ("no staining, or incomplete faint staining in <=10 %"); 2023 reporting:
           HER2-ultralow when 0 < p1 + p2 + p3 <= 10 %, HER2-null when no cell is stained.
     HER2-low = 1+ or 2+ (2+ provided ISH is negative: needs_ish).
+    Fewer than `min_cells` graded cells raise NoTumourCellsError: the guideline sets no
+    minimum, but a percentage of a handful of cells is noise, not a score.
     """
     klass = pd.Series(list(her2_class), dtype=object)
     klass = klass[klass.notna().to_numpy()]
@@ -322,6 +328,8 @@ def her2_slide_score(*, her2_class: Iterable, cutoff_percent: float = 10.0) -> H
     n = len(klass)
     if n == 0:
         raise NoTumourCellsError("no graded tumour cells: the slide cannot be scored")
+    if n < min_cells:
+        raise NoTumourCellsError(f"only {n} graded tumour cells (need {min_cells}): the slide cannot be scored")
     cats = asco_cell_category(her2_class=klass)
     pct = {c: float((cats == c).sum() * 100.0 / n) for c in ("3+", "2+", "1+", "0")}
     class_pct = {c.value: float((klass == c.value).sum() * 100.0 / n) for c in Her2Class}

@@ -26,4 +26,8 @@ def case_update_clinical(*, case: Case, user=None, **changes) -> Case:
     case.full_clean()
     case.save()
     audit_record(user=user, action="case.update", case=case, detail={"before": before, "after": changes})
+    if set(changes) & set(CLINICAL_FIELDS):
+        from analysis.scoring import score_enqueue
+
+        score_enqueue(case=case, user=user)  # clinical inputs changed: re-score
     return case

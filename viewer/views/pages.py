@@ -38,6 +38,7 @@ def case_detail(request, case_id: str):
     return render(request, "viewer/case.html", {
         "case": case,
         "slide_panels": selectors.case_slide_panels(case),
+        "score_panel": selectors.case_score_panel(case),
         "viewer_config": config,
         "jobs": selectors.case_jobs(case),
         "stains": Stain.choices,

@@ -35,13 +35,19 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--phantom-size", type=int, default=20480, help="phantom width and height in pixels")
         parser.add_argument("--force", action="store_true", help="allow in production settings")
+        parser.add_argument("--no-model", action="store_true", help="do not train the synthetic demo model")
+        parser.add_argument("--no-analysis", action="store_true", help="do not queue the demo slides' analyses")
 
-    def handle(self, *args, phantom_size: int, force: bool, **options):
+    def handle(self, *args, phantom_size: int, force: bool, no_model: bool, no_analysis: bool, **options):
         if settings.PRODUCTION and not force:
             raise CommandError("setup_demo creates users with printed passwords: not in production (use --force).")
         roles_ensure_groups()
         logins = self._ensure_users()
         case = self._ensure_case(phantom_size)
+        if not no_model:
+            self._ensure_demo_model()
+        if not no_analysis:
+            self._queue_analyses(case)
         self.stdout.write(self.style.SUCCESS(f"Demo case {case.case_id} is ready: /cases/{case.case_id}/"))
         self.stdout.write("Log in at http://127.0.0.1:8000/accounts/login/ with one of:")
         for username, password in logins.items():
@@ -90,3 +96,29 @@ class Command(BaseCommand):
         (a, b, tx), (c, d, ty) = transform
         SlideAlignment.objects.filter(pk=alignment.pk).update(
             offset_x=tx, offset_y=ty, scale=math.hypot(a, c), rotation=math.degrees(math.atan2(c, a)) % 360)
+
+    def _ensure_demo_model(self) -> None:
+        """Train the synthetic demo model once (planted signal, analysis/core/synthetic_cohort.py)."""
+        from analysis.core.synthetic_cohort import train_demo_model
+        from analysis.models import ModelVersion
+        from analysis.scoring import model_register, models_dir
+
+        directory = models_dir() / "demo-synthetic"
+        if not (directory / "model_card.json").exists():
+            self.stdout.write("Synthetic demo model: training (about 30 s) ...")
+            train_demo_model(directory=directory)
+        version = model_register(directory=directory,
+                                 activate=not ModelVersion.objects.filter(is_active=True).exists())
+        self.stdout.write(f"    model {version.version_label}: synthetic, not for clinical use"
+                          f"{' (active)' if version.is_active else ''}")
+
+    def _queue_analyses(self, case: Case) -> None:
+        """Queue the cell analysis of demo slides that have none (the worker runs them after start)."""
+        from analysis.models import ACTIVE_STATUSES, JobKind
+        from analysis.services import job_enqueue
+
+        for slide in case.slides.all():
+            busy = slide.jobs.filter(kind=JobKind.ANALYZE_SLIDE, status__in=ACTIVE_STATUSES).exists()
+            if not slide.runs.exists() and not busy:
+                job_enqueue(kind=JobKind.ANALYZE_SLIDE, slide=slide)
+                self.stdout.write(f"    queued the cell analysis of {slide.name} (runs in the background)")
