@@ -149,3 +149,36 @@ def live_worker(child_env):
                 process.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+@pytest.fixture(scope="session")
+def phantom_pair():
+    """A small phantom H&E / HER2-IHC pair with ground truth, inside an allowed slide root."""
+    from django.conf import settings
+
+    from analysis.core.phantom import ensure_phantom_pair
+
+    return ensure_phantom_pair(out_dir=settings.LADDER_DEMO_DIR / "test-phantom", width=2048, height=2048)
+
+
+@pytest.fixture
+def phantom_case(db, phantom_pair):
+    from viewer.models import Case
+    from viewer.services.slides import slide_import
+
+    case = Case.objects.create(case_id="PHANTOM-1", age=55, clinical_t="T2", clinical_n="N0", clinical_stage="II",
+                               er_status="positive", pr_status="positive", hr_status="positive", her2_ihc="3+", grade=2)
+    slide_import(case=case, stain="he", path=phantom_pair.he_path)
+    slide_import(case=case, stain="ihc", path=phantom_pair.ihc_path)
+    return case
+
+
+@pytest.fixture(scope="session")
+def small_trained_model(tmp_path_factory):
+    """The synthetic demo model, trained small (one CV repeat, few trees) for speed."""
+    from analysis.core.synthetic_cohort import train_demo_model
+
+    directory = tmp_path_factory.mktemp("model") / "demo"
+    train_demo_model(directory=directory, n_cases=160, spec_overrides={"n_repeats": 1, "n_trees": 30,
+                                                                        "importance_cases": 5})
+    return directory
