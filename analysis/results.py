@@ -91,3 +91,54 @@ def analysis_run_record(*, slide, job, run_dir: str, summary: dict, source: str 
 
 def run_discard(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def cells_import(*, slide, path: Path, user=None) -> AnalysisRun:
+    """Bring your own segmentation: HoVer-Net JSON (sc-MTOP's input) or QuPath GeoJSON detections
+    become the cells of a slide, as a run of its own, with graph edges and slide features."""
+    from analysis.core.cells import read_hovernet_json, read_qupath_geojson, write_cells, write_text_atomic
+
+    path = Path(path)
+    text_start = path.read_bytes()[:4096].lstrip()
+    reader = read_qupath_geojson if b'"FeatureCollection"' in text_start or b'"Feature"' in text_start \
+        else read_hovernet_json
+    imported = reader(path=path)
+    cells = imported.cells
+    width, height = slide.width, slide.height
+    outside = (cells["x"] < 0) | (cells["y"] < 0) | (cells["x"] >= width) | (cells["y"] >= height)
+    if outside.any():
+        raise ValueError(f"{path.name}: {int(outside.sum())} cell(s) lie outside the slide ({width} x {height} px): "
+                         "coordinates must be level-0 pixels of this slide")
+    final, relative = run_dir_new(slide=slide)
+    staging = final.with_name(final.name + ".tmp")
+    staging.mkdir()
+    try:
+        write_cells(path=staging / "cells.parquet", cells=cells, metadata={"source": imported.source_format})
+        counts = cells["cls"].value_counts().to_dict()
+        summary = {"segmenter": {"name": f"imported-{imported.source_format}", "version": "", "approximate": False,
+                                 "weights": path.name},
+                   "n_cells": len(cells), "class_counts": {str(k): int(v) for k, v in counts.items()},
+                   "source_file": str(path), "mag": imported.mag, "warnings": []}
+        write_text_atomic(path=staging / "summary.json", text=json.dumps(summary, indent=1))
+        staging.rename(final)
+    except BaseException:
+        run_discard(staging)
+        raise
+    run = analysis_run_record(slide=slide, job=None, run_dir=relative, summary=summary, source="imported")
+    audit_record(user=user, action="cells.import", case=slide.case, slide=slide,
+                 detail={"file": str(path), "cells": len(cells), "format": imported.source_format})
+    slide_features_compute(slide=slide, run=run)
+    return run
+
+
+def cells_export(*, run: AnalysisRun, path: Path, fmt: str) -> int:
+    """Write a run's cells as QuPath GeoJSON detections or HoVer-Net JSON; returns the count."""
+    from analysis.core.cells import read_cells, write_hovernet_json, write_qupath_geojson
+
+    cells = read_cells(path=run_path(run) / "cells.parquet")
+    if fmt == "geojson":
+        return write_qupath_geojson(path=path, cells=cells)
+    if fmt == "hovernet":
+        mag = 40.0 * 0.25 / run.slide.mpp_x if run.slide.mpp_x else None  # HoVer-Net's mag: 40x = 0.25 µm/px
+        return write_hovernet_json(path=path, cells=cells, mag=round(mag, 2) if mag else None)
+    raise ValueError(f"unknown cell export format {fmt!r}: use geojson or hovernet")
