@@ -100,6 +100,8 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "channels",
     "viewer",
+    "viewer.review",
+    "viewer.board",
     "analysis",
 ]
 

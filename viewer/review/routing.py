@@ -1,0 +1,2 @@
+"""Websocket routes of this app (added to viewer.routing)."""
+websocket_urlpatterns: list = []
