@@ -12,6 +12,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("viewer.review.api_urls")),
     path("api/", include("viewer.board.api_urls")),
+    path("", include("viewer.overlay_urls")),
     path("api/", include("viewer.api.urls")),
     path("", include("viewer.review.urls")),
     path("", include("viewer.board.urls")),
