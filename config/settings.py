@@ -228,6 +228,12 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    "ENUM_NAME_OVERRIDES": {
+        "ReceptorStatusEnum": "viewer.models.Status",
+        "CaseStatusEnum": "viewer.models.CaseStatus",
+        "SlideStatusEnum": "viewer.models.SlideStatus",
+        "JobStatusEnum": "analysis.models.JobStatus",
+    },
 }
 
 # --- Static files -----------------------------------------------------------------------
