@@ -6,6 +6,7 @@ sync code. Only the pyramid is read: associated images (label, macro) are never 
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -56,6 +57,8 @@ class TileResponse:
         return self.status == 200 and bool(self.etag)
 
 
+logger = logging.getLogger(__name__)
+
 _readers: SlideReaderCache | None = None
 _readers_lock = threading.Lock()
 _info_cache: dict[int, tuple[float, TileSource | None]] = {}
@@ -100,6 +103,22 @@ def tile_source_forget(slide_id: int | None = None) -> None:
         _info_cache.pop(slide_id, None)
 
 
+def _cache_get(key: str):
+    """The tile cache is an accelerator: when it is down (Redis restarting), render instead."""
+    try:
+        return caches["tiles"].get(key)
+    except Exception as exc:  # redis.ConnectionError and friends
+        logger.warning("tile cache unavailable (%s); rendering without it", exc.__class__.__name__)
+        return None
+
+
+def _cache_set(key: str, body: bytes) -> None:
+    try:
+        caches["tiles"].set(key, body)
+    except Exception as exc:
+        logger.warning("tile cache unavailable (%s); tile not cached", exc.__class__.__name__)
+
+
 def _etag(source: TileSource, *parts) -> str:
     return '"' + "-".join([source.checksum[:20], RENDER_VERSION, *map(str, parts)]) + '"'
 
@@ -112,9 +131,8 @@ def dzi_response(source: TileSource) -> TileResponse:
 def tile_response(source: TileSource, *, level: int, col: int, row: int) -> TileResponse:
     quality = settings.LADDER_JPEG_QUALITY
     etag = _etag(source, level, col, row, quality)
-    cache = caches["tiles"]
     key = f"t:{source.checksum}:{RENDER_VERSION}:{level}:{col}:{row}:{quality}"
-    body = cache.get(key)
+    body = _cache_get(key)
     if body is None:
         try:
             reader = slide_readers().get(source.path)
@@ -123,20 +141,19 @@ def tile_response(source: TileSource, *, level: int, col: int, row: int) -> Tile
             return TileResponse(404, str(exc).encode(), "text/plain")
         except (SlideError, OSError) as exc:
             return TileResponse(503, f"slide unreadable: {exc}".encode(), "text/plain")
-        cache.set(key, body)
+        _cache_set(key, body)
     return TileResponse(200, body, "image/jpeg", etag)
 
 
 def thumbnail_response(source: TileSource, *, size: int) -> TileResponse:
     size = min((s for s in THUMBNAIL_SIZES if s >= size), default=THUMBNAIL_SIZES[-1])
-    cache = caches["tiles"]
     key = f"thumb:{source.checksum}:{RENDER_VERSION}:{size}"
-    body = cache.get(key)
+    body = _cache_get(key)
     if body is None:
         try:
             image = slide_readers().get(source.path).thumbnail_image(size)
         except (SlideError, OSError) as exc:
             return TileResponse(503, f"slide unreadable: {exc}".encode(), "text/plain")
         body = encode_jpeg(image, quality=85)
-        cache.set(key, body)
+        _cache_set(key, body)
     return TileResponse(200, body, "image/jpeg", _etag(source, "thumb", size))

@@ -6,6 +6,13 @@ from django.contrib.auth.views import LoginView
 from django.core.cache import cache
 
 
+def _failures(key: str) -> int:
+    try:
+        return cache.get(key, 0)
+    except Exception:  # cache down: do not lock everyone out, and do not crash the login page
+        return 0
+
+
 def _throttle_key(request) -> str:
     username = (request.POST.get("username") or "").strip().lower()
     address = request.META.get("REMOTE_ADDR", "")
@@ -17,7 +24,7 @@ class ThrottledLoginView(LoginView):
     redirect_authenticated_user = True
 
     def post(self, request, *args, **kwargs):
-        if cache.get(_throttle_key(request), 0) >= settings.LADDER_LOGIN_MAX_FAILURES:
+        if _failures(_throttle_key(request)) >= settings.LADDER_LOGIN_MAX_FAILURES:
             form = self.get_form()
             form.errors.clear()
             form.add_error(None, "Too many failed attempts. Wait a few minutes before trying again.")
@@ -28,9 +35,15 @@ class ThrottledLoginView(LoginView):
 
     def form_invalid(self, form):
         key = _throttle_key(self.request)
-        cache.set(key, cache.get(key, 0) + 1, timeout=settings.LADDER_LOGIN_LOCKOUT_SECONDS)
+        try:
+            cache.set(key, _failures(key) + 1, timeout=settings.LADDER_LOGIN_LOCKOUT_SECONDS)
+        except Exception:
+            pass  # cache down: the failure is not counted
         return super().form_invalid(form)
 
     def form_valid(self, form):
-        cache.delete(_throttle_key(self.request))
+        try:
+            cache.delete(_throttle_key(self.request))
+        except Exception:
+            pass
         return super().form_valid(form)
