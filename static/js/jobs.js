@@ -27,6 +27,16 @@ function render(jobs) {
     msg.className = "muted small jobmsg";
     msg.textContent = [job.message, job.status === "running" ? formatEta(job.eta_seconds) : "", job.error].filter(Boolean).join(" · ");
     li.append(head, bar, msg);
+    if (job.log) {
+      const details = document.createElement("details");
+      details.className = "joblog";
+      const summary = document.createElement("summary");
+      summary.textContent = "Log";
+      const pre = document.createElement("pre");
+      pre.textContent = job.log.split("\n").slice(-40).join("\n");
+      details.append(summary, pre);
+      li.append(details);
+    }
     if (canEdit && (job.status === "queued" || job.status === "running" || job.status === "failed" || job.status === "cancelled")) {
       const action = job.status === "failed" || job.status === "cancelled" ? "retry" : "cancel";
       const button = document.createElement("button");
