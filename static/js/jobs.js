@@ -1,5 +1,6 @@
 // Live job progress on the case page: polls the jobs API while any job is active.
 const list = document.getElementById("job-list");
+const openLogs = new Set(); // jobs whose log the user opened: kept open across refreshes
 const csrf = JSON.parse(document.getElementById("case-viewer-config")?.textContent || "{}").csrfToken;
 
 function formatEta(seconds) {
@@ -35,6 +36,8 @@ function render(jobs) {
       const pre = document.createElement("pre");
       pre.textContent = job.log.split("\n").slice(-40).join("\n");
       details.append(summary, pre);
+      details.open = openLogs.has(job.id);
+      details.addEventListener("toggle", () => (details.open ? openLogs.add(job.id) : openLogs.delete(job.id)));
       li.append(details);
     }
     if (canEdit && (job.status === "queued" || job.status === "running" || job.status === "failed" || job.status === "cancelled")) {
