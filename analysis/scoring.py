@@ -169,3 +169,22 @@ def models_dir() -> Path:
     folder = Path(settings.LADDER_MODELS_DIR)
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def cohort_frame_from_cases(*, cases=None):
+    """The cohort table (docs/model.md format) assembled from the cases in the database: clinical
+    values, pCR outcome where known, and the latest computed slide features of each case."""
+    import pandas as pd
+
+    from viewer.models import Case
+
+    rows = []
+    for case in (cases if cases is not None else Case.objects.all()):
+        values = case_model_values(case)
+        values["case_id"] = case.case_id
+        values["pcr"] = None if case.pcr is None else int(case.pcr)
+        rows.append(values)
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    return frame[["case_id", "pcr", *[c for c in frame.columns if c not in ("case_id", "pcr")]]]

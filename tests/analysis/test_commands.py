@@ -59,3 +59,17 @@ def test_import_rejects_bad_files(he_slide, tmp_path):
     with pytest.raises(CommandError, match="outside the slide"):
         call_command("import_cells", "--slide", str(he_slide.pk), str(far))
     assert not AnalysisRun.objects.exists()
+
+
+@pytest.mark.slow
+def test_scmtop_features_command_writes_the_reference_files(shared_file, tmp_path, db):
+    """The command writes sc-MTOP's four files with its columns and rows (values: tests/analysis/core/test_scmtop.py)."""
+    import pandas as pd
+
+    reference = shared_file("scmtop/cmu-1-small-region")
+    call_command("scmtop_features", "--cells", str(reference / "cmu-1-small-region.json"),
+                 "--slide", str(shared_file("slides/CMU-1-Small-Region.svs")), "--out", str(tmp_path))
+    for suffix in ("Feats_T", "Feats_I", "Feats_S", "Edges"):
+        ours = pd.read_csv(tmp_path / f"CMU-1-Small-Region_{suffix}.csv")
+        theirs = pd.read_csv(reference / f"cmu-1-small-region_{suffix}.csv")
+        assert list(ours.columns) == list(theirs.columns) and len(ours) == len(theirs), suffix

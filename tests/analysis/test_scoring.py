@@ -88,3 +88,19 @@ def test_train_evaluate_and_score_commands(tmp_path, capsys, phantom_case):
     scored = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert scored["status"] == "scored" and scored["risk_group"] in {"Low", "Medium", "High"}
     assert CaseScore.objects.filter(case=phantom_case).exists()
+
+
+@pytest.mark.django_db
+def test_cohort_assembled_from_database_cases(phantom_case, make_user):
+    from analysis.core.cohort import cohort_from_frame
+    from analysis.scoring import cohort_frame_from_cases
+    from viewer.models import Case
+
+    phantom_case.pcr = True
+    phantom_case.save()
+    Case.objects.create(case_id="NO-OUTCOME", age=60)
+    frame = cohort_frame_from_cases(cases=Case.objects.filter(pcr__isnull=False))
+    assert list(frame["case_id"]) == ["PHANTOM-1"] and frame.loc[0, "pcr"] == 1
+    assert frame.loc[0, "clinical_t"] == "T2" and frame.loc[0, "hr_status"] == "positive"
+    cohort = cohort_from_frame(frame=frame, require_outcome=True)
+    assert list(cohort.case_ids) == ["PHANTOM-1"]

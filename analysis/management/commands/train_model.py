@@ -15,7 +15,9 @@ class Command(BaseCommand):
             "and register it as a model version. The last line printed is the CV metrics as JSON.")
 
     def add_arguments(self, parser):
-        parser.add_argument("--cohort", required=True, help="cohort CSV/XLSX (format: docs/model.md)")
+        parser.add_argument("--cohort", required=True,
+                            help="cohort CSV/XLSX (format: docs/model.md), or 'db' for the cases in the database "
+                                 "with a known pCR outcome")
         parser.add_argument("--groups", default="clinical,he,ihc", help="input groups, comma-separated")
         parser.add_argument("--out", required=True, help="folder to save the model in")
         parser.add_argument("--name", default="her2-ladder")
@@ -25,13 +27,22 @@ class Command(BaseCommand):
 
     def handle(self, *args, cohort: str, groups: str, out: str, name: str, repeats: int, activate: bool,
                synthetic: bool, **options):
-        from analysis.core.cohort import CohortError, read_cohort
+        from analysis.core.cohort import CohortError, cohort_from_frame, read_cohort
         from analysis.core.model import ModelError, ModelSpec, save_model, train_model
 
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                data = read_cohort(path=cohort)
+                if cohort == "db":
+                    from analysis.scoring import cohort_frame_from_cases
+                    from viewer.models import Case
+
+                    frame = cohort_frame_from_cases(cases=Case.objects.filter(pcr__isnull=False, is_demo=False))
+                    if frame.empty:
+                        raise CohortError("no case in the database has a known pCR outcome")
+                    data = cohort_from_frame(frame=frame)
+                else:
+                    data = read_cohort(path=cohort)
             for warning in caught:
                 self.stderr.write(f"warning: {warning.message}")
             spec = ModelSpec(groups=tuple(g.strip() for g in groups.split(",") if g.strip()), n_repeats=repeats,

@@ -1,0 +1,648 @@
+"""Overlay rendering: palette PNG tiles and binary viewport records of a run's cells and edges.
+
+Pure numpy + Pillow, no Django. The web side (viewer.overlays) loads a run once per process
+into a `RunOverlay` (flat float32/uint8 arrays sorted by a coarse grid, with CSR offsets: a
+rectangle query is a handful of contiguous slices) and asks for tiles and records.
+
+Codes (stable, little-endian; docs/overlays.md):
+
+- class_code = index in CellClass order (tumour 0 ... other 5);
+- her2_code = index in Her2Class order (strong_complete 0 ... null_incomplete 5), 15 = none;
+- pair_code = index of the pair type in `pair_types(stain)` (the edge layer's legend order).
+
+Records: cells 12 bytes (float32 x, float32 y, uint32 (id << 8) | (her2 << 4) | class),
+edges 20 bytes (float32 x1, y1, x2, y2, uint32 pair_code).
+
+Tiles are mode "P" PNGs, palette index 0 fully transparent. Rendering by zoom (scale =
+tile px per level-0 px): scale >= 0.5 draws the nuclei contours (outline opaque, fill
+translucent); below, one disc (or one pixel) per cell, stamped with numpy; edges are
+vectorised DDA lines; density is a per-class count grid summed into bins of at least
+`DENSITY_MIN_BIN_PX` level-0 px, coloured with cividis (colour-blind safe, sequential).
+"""
+from __future__ import annotations
+
+import io
+import math
+from functools import lru_cache
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw
+
+from analysis.core.classes import CLASS_COLOURS, HER2_COLOURS, CellClass, Her2Class
+
+CLASS_ORDER: tuple[CellClass, ...] = tuple(CellClass)
+HER2_ORDER: tuple[Her2Class, ...] = tuple(Her2Class)
+HER2_NONE = 15
+CELL_RECORD = np.dtype([("x", "<f4"), ("y", "<f4"), ("packed", "<u4")])
+EDGE_RECORD = np.dtype([("x1", "<f4"), ("y1", "<f4"), ("x2", "<f4"), ("y2", "<f4"), ("code", "<u4")])
+MAX_ID = (1 << 24) - 1
+
+GRID_PX = 256  # level-0 px of the in-memory grid index
+DENSITY_BASE_PX = 128  # level-0 px of the stored per-class count grid
+DENSITY_MIN_BIN_PX = 128  # smallest density bin drawn (finer bins are mostly 0 or 1 cell)
+DENSITY_TILE_PX_PER_BIN = 8  # at low zoom, one bin = 8 x 8 tile px
+CONTOUR_SCALE = 0.5  # draw contours from this zoom (tile px per level-0 px) up
+FILL_OFFSET = 32  # palette index of the translucent fill of code c: FILL_OFFSET + 1 + c
+FILL_ALPHA = 0x55
+
+# Draw order at low zoom, first drawn first (later ones win a shared pixel): rare classes on top.
+CLASS_PRIORITY = {CellClass.OTHER: 0, CellClass.STROMA: 1, CellClass.TUMOUR: 2, CellClass.MACROPHAGE: 3,
+                  CellClass.LYMPHOCYTE: 4, CellClass.NEUTROPHIL: 5}
+HER2_PRIORITY = {Her2Class.NULL_INCOMPLETE: 0, Her2Class.NULL_COMPLETE: 1, Her2Class.WEAK_INCOMPLETE: 2,
+                 Her2Class.WEAK_COMPLETE: 3, Her2Class.STRONG_INCOMPLETE: 4, Her2Class.STRONG_COMPLETE: 5}
+
+# Graph types whose pairs the edge tables hold (analysis.results.EDGE_TYPES, slide_features types).
+PAIR_TYPE_NAMES = {
+    "T": "Tumour", "S": "Stroma", "L": "Lymphocyte", "N": "Neutrophil", "M": "Macrophage",
+    "Tstrong": "Tumour HER2 strong", "Tweak": "Tumour HER2 weak", "Tnull": "Tumour HER2 null",
+    "nonT": "Non-tumour",
+}
+STAIN_PAIR_TYPES = {"he": ("T", "S", "L", "N", "M"), "ihc": ("Tstrong", "Tweak", "Tnull", "nonT")}
+# Same-type pairs take their type's colour (Okabe-Ito); cross-type pairs Paul Tol's "muted" set.
+TYPE_COLOURS = {"T": "#D55E00", "S": "#009E73", "L": "#0072B2", "N": "#CC79A7", "M": "#E69F00",
+                "Tstrong": "#D55E00", "Tweak": "#E69F00", "Tnull": "#0072B2", "nonT": "#009E73"}
+CROSS_COLOURS = ("#CC6677", "#332288", "#DDCC77", "#117733", "#88CCEE", "#882255", "#44AA99", "#999933",
+                 "#AA4499", "#DDDDDD")
+# cividis (matplotlib), 9 stops; interpolated to 255 palette entries.
+CIVIDIS_STOPS = ("#00224E", "#1A386F", "#434E6C", "#61656F", "#7D7C78", "#9B9476", "#BCAE6C", "#DEC958", "#FEE838")
+
+
+class OverlayError(ValueError):
+    """An overlay request cannot be answered (unknown layer, bad rectangle)."""
+
+
+# --------------------------------------------------------------------------- codes
+
+
+def class_codes(values: Sequence | np.ndarray) -> np.ndarray:
+    """CellClass values -> uint8 codes (index in CellClass order; unknown -> other)."""
+    lookup = {c.value: i for i, c in enumerate(CLASS_ORDER)}
+    cat = pd.Categorical(np.asarray(values, dtype=object), categories=list(lookup))
+    codes = np.asarray(cat.codes, dtype=np.int16)
+    codes[codes < 0] = lookup[CellClass.OTHER.value]
+    return codes.astype(np.uint8)
+
+
+def her2_codes(values: Sequence | np.ndarray) -> np.ndarray:
+    """Her2Class values (None/NaN = none) -> uint8 codes, HER2_NONE for none."""
+    cat = pd.Categorical(np.asarray(values, dtype=object), categories=[h.value for h in HER2_ORDER])
+    codes = np.asarray(cat.codes, dtype=np.int16)
+    codes[codes < 0] = HER2_NONE
+    return codes.astype(np.uint8)
+
+
+def pair_types(stain: str) -> list[str]:
+    """Every pair type an edge table of `stain` may hold, in graph build order ("T-T", "T-S", ...)."""
+    types = STAIN_PAIR_TYPES.get(stain, ())
+    return [f"{a}-{b}" for i, a in enumerate(types) for b in types[i:]]
+
+
+def pair_label(pair: str) -> str:
+    a, _, b = pair.partition("-")
+    return f"{PAIR_TYPE_NAMES.get(a, a)} – {PAIR_TYPE_NAMES.get(b, b)}"
+
+
+def pair_colour(pair: str, index: int) -> str:
+    a, _, b = pair.partition("-")
+    if a == b and a in TYPE_COLOURS:
+        return TYPE_COLOURS[a]
+    return CROSS_COLOURS[index % len(CROSS_COLOURS)]
+
+
+def cividis(n: int = 255) -> list[tuple[int, int, int]]:
+    stops = np.array([[int(h[i:i + 2], 16) for i in (1, 3, 5)] for h in CIVIDIS_STOPS], dtype=np.float64)
+    t = np.linspace(0, len(stops) - 1, n)
+    lo = np.floor(t).astype(int).clip(0, len(stops) - 2)
+    frac = (t - lo)[:, None]
+    rgb = stops[lo] * (1 - frac) + stops[lo + 1] * frac
+    return [tuple(int(round(v)) for v in row) for row in rgb]
+
+
+def hex_rgb(colour: str) -> tuple[int, int, int]:
+    return int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16)
+
+
+# --------------------------------------------------------------------------- records
+
+
+def pack_cells(*, x: np.ndarray, y: np.ndarray, ids: np.ndarray, class_code: np.ndarray,
+               her2_code: np.ndarray) -> bytes:
+    """12 bytes per cell: float32 x, float32 y, uint32 (id << 8) | (her2 << 4) | class."""
+    ids = np.asarray(ids, dtype=np.int64)
+    if len(ids) and (ids.min() < 0 or ids.max() > MAX_ID):
+        raise OverlayError("cell ids must fit 24 bits (0 .. 16777215); pack row indices instead")
+    out = np.empty(len(ids), dtype=CELL_RECORD)
+    out["x"] = x
+    out["y"] = y
+    out["packed"] = ((ids.astype(np.uint32) << np.uint32(8)) | ((np.asarray(her2_code, np.uint32) & 15) << np.uint32(4))
+                     | (np.asarray(class_code, np.uint32) & 15))
+    return out.tobytes()
+
+
+def unpack_cells(data: bytes) -> dict[str, np.ndarray]:
+    rec = np.frombuffer(data, dtype=CELL_RECORD)
+    packed = rec["packed"]
+    return {"x": rec["x"], "y": rec["y"], "id": packed >> 8, "her2_code": (packed >> 4) & 15,
+            "class_code": packed & 15}
+
+
+def pack_edges(*, x1, y1, x2, y2, code) -> bytes:
+    """20 bytes per edge: float32 x1, y1, x2, y2 (level-0 px), uint32 pair code."""
+    out = np.empty(len(x1), dtype=EDGE_RECORD)
+    out["x1"], out["y1"], out["x2"], out["y2"], out["code"] = x1, y1, x2, y2, code
+    return out.tobytes()
+
+
+def unpack_edges(data: bytes) -> dict[str, np.ndarray]:
+    rec = np.frombuffer(data, dtype=EDGE_RECORD)
+    return {name: rec[name] for name in EDGE_RECORD.names}
+
+
+# --------------------------------------------------------------------------- PNG
+
+
+def palette_png(codes: np.ndarray, palette: Sequence[tuple[int, int, int]], alpha: Sequence[int]) -> bytes:
+    """Mode "P" PNG of a uint8 code image; palette[i] is the RGB of index i, alpha[i] its alpha."""
+    codes = np.ascontiguousarray(codes, dtype=np.uint8)
+    used = int(codes.max()) + 1 if codes.size else 1  # palette only as long as needed: smaller files
+    image = Image.fromarray(codes, mode="P")
+    flat = np.zeros((256, 3), dtype=np.uint8)
+    flat[: len(palette)] = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)[:256]
+    image.putpalette(flat[:used].ravel().tobytes())
+    trns = bytes(int(a) for a in list(alpha[:used]) + [0] * max(0, used - len(alpha)))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False, compress_level=1, transparency=trns)
+    return buffer.getvalue()
+
+
+@lru_cache(maxsize=64)
+def transparent_png(width: int, height: int) -> bytes:
+    """A fully transparent tile (~100 bytes)."""
+    image = Image.new("1", (max(width, 1), max(height, 1)), 0)
+    image = image.convert("P")
+    image.putpalette(bytes(3))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=False, compress_level=9, transparency=0)
+    return buffer.getvalue()
+
+
+# --------------------------------------------------------------------------- grid index
+
+
+@dataclass
+class GridIndex:
+    """Rows sorted by (grid row, grid column) of `cell_px` squares; `offsets` is the CSR start of each square."""
+
+    cell_px: int
+    ncols: int
+    nrows: int
+    offsets: np.ndarray
+
+    @classmethod
+    def build(cls, *, x: np.ndarray, y: np.ndarray, width: float, height: float,
+              cell_px: int = GRID_PX) -> tuple["GridIndex", np.ndarray]:
+        """The index and the permutation that sorts the rows into it."""
+        ncols = max(1, int(math.ceil(max(width, float(x.max()) + 1 if len(x) else 1) / cell_px)))
+        nrows = max(1, int(math.ceil(max(height, float(y.max()) + 1 if len(y) else 1) / cell_px)))
+        gx = np.clip(np.floor(x / cell_px), 0, ncols - 1).astype(np.int64)
+        gy = np.clip(np.floor(y / cell_px), 0, nrows - 1).astype(np.int64)
+        key = gy * ncols + gx
+        order = np.argsort(key, kind="stable")
+        offsets = np.zeros(ncols * nrows + 1, dtype=np.int64)
+        np.cumsum(np.bincount(key, minlength=ncols * nrows), out=offsets[1:])
+        return cls(cell_px=cell_px, ncols=ncols, nrows=nrows, offsets=offsets), order
+
+    def candidates(self, x0: float, y0: float, x1: float, y1: float) -> np.ndarray:
+        """Row positions (in index order) of every square meeting [x0, x1) x [y0, y1): a superset."""
+        if x1 <= x0 or y1 <= y0 or x1 <= 0 or y1 <= 0:
+            return np.zeros(0, dtype=np.int64)
+        c = self.cell_px
+        gx0 = int(np.clip(math.floor(x0 / c), 0, self.ncols - 1))
+        gx1 = int(np.clip(math.ceil(x1 / c) - 1, 0, self.ncols - 1))
+        gy0 = int(np.clip(math.floor(y0 / c), 0, self.nrows - 1))
+        gy1 = int(np.clip(math.ceil(y1 / c) - 1, 0, self.nrows - 1))
+        rows = np.arange(gy0, gy1 + 1, dtype=np.int64) * self.ncols
+        starts = self.offsets[rows + gx0]
+        ends = self.offsets[rows + gx1 + 1]
+        return _ranges(starts, ends)
+
+    def count_upper(self, x0, y0, x1, y1) -> int:
+        if x1 <= x0 or y1 <= y0:
+            return 0
+        c = self.cell_px
+        gx0 = int(np.clip(math.floor(x0 / c), 0, self.ncols - 1))
+        gx1 = int(np.clip(math.ceil(x1 / c) - 1, 0, self.ncols - 1))
+        gy0 = int(np.clip(math.floor(y0 / c), 0, self.nrows - 1))
+        gy1 = int(np.clip(math.ceil(y1 / c) - 1, 0, self.nrows - 1))
+        rows = np.arange(gy0, gy1 + 1, dtype=np.int64) * self.ncols
+        return int((self.offsets[rows + gx1 + 1] - self.offsets[rows + gx0]).sum())
+
+
+def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    lengths = ends - starts
+    total = int(lengths.sum())
+    if total == 0:
+        return np.zeros(0, dtype=np.int64)
+    keep = lengths > 0
+    starts, lengths = starts[keep], lengths[keep]
+    shift = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
+    return np.arange(total, dtype=np.int64) + shift
+
+
+# --------------------------------------------------------------------------- run data
+
+
+@dataclass
+class RunOverlay:
+    """A run's cells and edges, in memory, grid-indexed (rows in index order)."""
+
+    stain: str
+    width: int
+    height: int
+    x: np.ndarray  # float32
+    y: np.ndarray
+    ids: np.ndarray  # uint32: cell ids, or row positions when id_is_row
+    rows: np.ndarray  # int64: row position in cells.parquet
+    cls: np.ndarray  # uint8 class code
+    her2: np.ndarray  # uint8 HER2 code (15 none)
+    grid: GridIndex
+    id_is_row: bool
+    radius_px: float  # median equivalent radius of a nucleus, level-0 px
+    class_counts: dict[int, int]
+    her2_counts: dict[int, int]
+    density: dict[int, np.ndarray]  # class code -> count grid of DENSITY_BASE_PX squares
+    density_vmax: dict[int, float]  # class code -> cells per level-0 px^2 mapped to the top colour
+    pairs: list[str]
+    pair_counts: dict[int, int]
+    ex1: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    ey1: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    ex2: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    ey2: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    ecode: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint8))
+    egrid: GridIndex | None = None
+    edge_reach: float = 0.0  # half the longest edge, level-0 px: how far an edge leaves its midpoint's square
+
+    @property
+    def nbytes(self) -> int:
+        arrays = [self.x, self.y, self.ids, self.rows, self.cls, self.her2, self.ex1, self.ey1, self.ex2, self.ey2,
+                  self.ecode, *self.density.values()]
+        return int(sum(a.nbytes for a in arrays))
+
+
+def run_overlay_build(*, cells: pd.DataFrame, edges: pd.DataFrame | None, stain: str, width: int,
+                      height: int) -> RunOverlay:
+    """Index a run: `cells` with id, x, y, cls, her2_class (optional), area (optional), in file
+    order; `edges` with source, target (cell ids), pair_type (optional)."""
+    n = len(cells)
+    x = cells["x"].to_numpy(dtype=np.float32)
+    y = cells["y"].to_numpy(dtype=np.float32)
+    raw_ids = cells["id"].to_numpy(dtype=np.int64)
+    id_is_row = bool(n and (raw_ids.min() < 0 or raw_ids.max() > MAX_ID))
+    cls = class_codes(cells["cls"].to_numpy())
+    her2 = her2_codes(cells["her2_class"].to_numpy()) if "her2_class" in cells else np.full(n, HER2_NONE, np.uint8)
+    if "area" in cells and n:
+        area = cells["area"].to_numpy(dtype=np.float64)
+        radius = float(np.sqrt(np.nanmedian(area) / np.pi)) if np.isfinite(area).any() else 6.0
+    else:
+        radius = 6.0
+    grid, order = GridIndex.build(x=x, y=y, width=width, height=height)
+    rows = np.arange(n, dtype=np.int64)[order]
+    ids = (rows if id_is_row else raw_ids[order]).astype(np.uint32)
+    overlay = RunOverlay(
+        stain=stain, width=int(width), height=int(height), x=x[order], y=y[order], ids=ids, rows=rows,
+        cls=cls[order], her2=her2[order], grid=grid, id_is_row=id_is_row, radius_px=max(radius, 1.0),
+        class_counts={i: int(c) for i, c in enumerate(np.bincount(cls, minlength=len(CLASS_ORDER)))},
+        her2_counts={i: int(c) for i, c in enumerate(np.bincount(her2[her2 != HER2_NONE], minlength=len(HER2_ORDER)))},
+        density={}, density_vmax={}, pairs=pair_types(stain), pair_counts={},
+    )
+    _build_density(overlay)
+    if edges is not None:
+        _build_edges(overlay, edges=edges, raw_ids=raw_ids, x=x, y=y)
+    return overlay
+
+
+def _build_density(o: RunOverlay) -> None:
+    b = DENSITY_BASE_PX
+    ncols, nrows = max(1, math.ceil(o.width / b)), max(1, math.ceil(o.height / b))
+    gx = np.clip((o.x // b).astype(np.int64), 0, ncols - 1)
+    gy = np.clip((o.y // b).astype(np.int64), 0, nrows - 1)
+    key = gy * ncols + gx
+    for code in range(len(CLASS_ORDER)):
+        sel = o.cls == code
+        if not sel.any():
+            continue
+        grid = np.bincount(key[sel], minlength=ncols * nrows).astype(np.int32).reshape(nrows, ncols)
+        o.density[code] = grid
+        # Top colour: the 99th percentile of occupied 256 px squares (2 x 2 base squares).
+        coarse = _block_sum(grid, 2)
+        occupied = coarse[coarse > 0]
+        o.density_vmax[code] = float(np.percentile(occupied, 99)) / (2 * b) ** 2 if occupied.size else 1.0
+
+
+def _block_sum(grid: np.ndarray, k: int) -> np.ndarray:
+    if k == 1:
+        return grid
+    h, w = grid.shape
+    padded = np.zeros((math.ceil(h / k) * k, math.ceil(w / k) * k), dtype=grid.dtype)
+    padded[:h, :w] = grid
+    return padded.reshape(padded.shape[0] // k, k, padded.shape[1] // k, k).sum(axis=(1, 3))
+
+
+def _build_edges(o: RunOverlay, *, edges: pd.DataFrame, raw_ids: np.ndarray, x: np.ndarray, y: np.ndarray) -> None:
+    if len(edges) == 0:
+        o.pair_counts = {i: 0 for i in range(len(o.pairs))}
+        return
+    sort = np.argsort(raw_ids, kind="stable")
+    sorted_ids = raw_ids[sort]
+
+    def position(ids: np.ndarray) -> np.ndarray:
+        pos = np.clip(np.searchsorted(sorted_ids, ids), 0, len(sorted_ids) - 1)
+        found = sorted_ids[pos] == ids
+        return np.where(found, sort[pos], -1)
+
+    src = position(edges["source"].to_numpy(dtype=np.int64))
+    dst = position(edges["target"].to_numpy(dtype=np.int64))
+    ok = (src >= 0) & (dst >= 0)
+    src, dst = src[ok], dst[ok]
+    labels = edges["pair_type"].astype(str).to_numpy()[ok] if "pair_type" in edges else np.full(len(src), "")
+    extra = sorted(set(pd.unique(labels)) - set(o.pairs))
+    o.pairs = o.pairs + extra
+    codes = np.asarray(pd.Categorical(labels, categories=o.pairs).codes, dtype=np.int16).astype(np.uint8)
+    x1, y1, x2, y2 = x[src], y[src], x[dst], y[dst]
+    grid, order = GridIndex.build(x=(x1 + x2) / 2, y=(y1 + y2) / 2, width=o.width, height=o.height)
+    o.ex1, o.ey1, o.ex2, o.ey2, o.ecode = x1[order], y1[order], x2[order], y2[order], codes[order]
+    o.egrid = grid
+    length = np.hypot(x2 - x1, y2 - y1)
+    o.edge_reach = float(length.max()) / 2 + 1 if len(length) else 0.0
+    o.pair_counts = {i: int(c) for i, c in enumerate(np.bincount(codes, minlength=len(o.pairs)))}
+
+
+# --------------------------------------------------------------------------- queries
+
+
+def cells_in_view(o: RunOverlay, *, x0, y0, x1, y1, her2_only: bool = False) -> np.ndarray:
+    """Row positions (index order) of cells whose centroid is in [x0, x1) x [y0, y1)."""
+    idx = o.grid.candidates(x0, y0, x1, y1)
+    if len(idx) == 0:
+        return idx
+    x, y = o.x[idx], o.y[idx]
+    keep = (x >= x0) & (x < x1) & (y >= y0) & (y < y1)
+    if her2_only:
+        keep &= o.her2[idx] != HER2_NONE
+    return idx[keep]
+
+
+def edges_in_view(o: RunOverlay, *, x0, y0, x1, y1) -> np.ndarray:
+    """Edge positions whose bounding box meets [x0, x1) x [y0, y1)."""
+    if o.egrid is None:
+        return np.zeros(0, dtype=np.int64)
+    r = o.edge_reach
+    idx = o.egrid.candidates(x0 - r, y0 - r, x1 + r, y1 + r)
+    if len(idx) == 0:
+        return idx
+    ax, bx, ay, by = o.ex1[idx], o.ex2[idx], o.ey1[idx], o.ey2[idx]
+    keep = (np.minimum(ax, bx) < x1) & (np.maximum(ax, bx) >= x0) & (np.minimum(ay, by) < y1) & (np.maximum(ay, by) >= y0)
+    return idx[keep]
+
+
+def viewport_upper_bound(o: RunOverlay, kind: str, *, x0, y0, x1, y1) -> int:
+    """A cheap upper bound of the records of a viewport (grid squares met)."""
+    if kind == "edges":
+        if o.egrid is None:
+            return 0
+        r = o.edge_reach
+        return o.egrid.count_upper(x0 - r, y0 - r, x1 + r, y1 + r)
+    return o.grid.count_upper(x0, y0, x1, y1)
+
+
+def viewport_records(o: RunOverlay, kind: str, *, x0, y0, x1, y1, limit: int) -> tuple[bytes, int] | None:
+    """(records, count) of a viewport, or None when there are more than `limit`."""
+    if kind == "edges":
+        idx = edges_in_view(o, x0=x0, y0=y0, x1=x1, y1=y1)
+        if len(idx) > limit:
+            return None
+        return pack_edges(x1=o.ex1[idx], y1=o.ey1[idx], x2=o.ex2[idx], y2=o.ey2[idx], code=o.ecode[idx]), len(idx)
+    if kind not in ("cells", "her2"):
+        raise OverlayError(f"no viewport records for a {kind!r} layer")
+    if viewport_upper_bound(o, kind, x0=x0, y0=y0, x1=x1, y1=y1) > 4 * limit:
+        return None  # far too many: no need to look closer
+    idx = cells_in_view(o, x0=x0, y0=y0, x1=x1, y1=y1, her2_only=kind == "her2")
+    if len(idx) > limit:
+        return None
+    return pack_cells(x=o.x[idx], y=o.y[idx], ids=o.ids[idx], class_code=o.cls[idx], her2_code=o.her2[idx]), len(idx)
+
+
+# --------------------------------------------------------------------------- palettes
+
+
+def layer_palette(o: RunOverlay, layer: str) -> tuple[list[tuple[int, int, int]], list[int]]:
+    """(RGB, alpha) of palette indices 0..255 for a layer."""
+    rgb = [(0, 0, 0)] * 256
+    alpha = [0] * 256
+    kind = layer_kind(layer)
+    if kind in ("cells", "her2"):
+        colours = [CLASS_COLOURS[c] for c in CLASS_ORDER] if kind == "cells" else [HER2_COLOURS[h] for h in HER2_ORDER]
+        for code, colour in enumerate(colours):
+            rgb[1 + code] = rgb[FILL_OFFSET + 1 + code] = hex_rgb(colour)
+            alpha[1 + code], alpha[FILL_OFFSET + 1 + code] = 255, FILL_ALPHA
+    elif kind == "edges":
+        for code, pair in enumerate(o.pairs[:254]):
+            rgb[1 + code] = hex_rgb(pair_colour(pair, code))
+            alpha[1 + code] = 255
+    else:
+        for i, colour in enumerate(cividis(255)):
+            rgb[1 + i] = colour
+            alpha[1 + i] = 255
+    return rgb, alpha
+
+
+def layer_kind(layer: str) -> str:
+    if layer in ("cells", "her2", "edges"):
+        return layer
+    if layer.startswith("density-"):
+        return "density"
+    raise OverlayError(f"unknown overlay layer {layer!r}")
+
+
+def density_class(layer: str) -> int:
+    name = layer.removeprefix("density-")
+    for i, c in enumerate(CLASS_ORDER):
+        if c.value == name:
+            return i
+    raise OverlayError(f"unknown density layer {layer!r}")
+
+
+# --------------------------------------------------------------------------- rendering
+
+ContourSource = Callable[[float, float, float, float], tuple[list, np.ndarray]]
+
+
+def _disc_offsets(radius: float) -> np.ndarray:
+    r = int(math.ceil(radius))
+    dy, dx = np.mgrid[-r:r + 1, -r:r + 1]
+    inside = dx * dx + dy * dy <= radius * radius + 0.5
+    return np.stack([dy[inside], dx[inside]], axis=1)
+
+
+def stamp_points(img: np.ndarray, *, px: np.ndarray, py: np.ndarray, values: np.ndarray, radius: float) -> None:
+    """Draw a disc of `radius` output px (one pixel below 0.75) at each (px, py); later points win."""
+    h, w = img.shape
+    cx = np.floor(px).astype(np.int64)
+    cy = np.floor(py).astype(np.int64)
+    offsets = _disc_offsets(radius) if radius >= 0.75 else np.zeros((1, 2), np.int64)
+    for dy, dx in offsets:
+        xx, yy = cx + dx, cy + dy
+        ok = (xx >= 0) & (xx < w) & (yy >= 0) & (yy < h)
+        img[yy[ok], xx[ok]] = values[ok]
+
+
+def draw_lines(img: np.ndarray, *, ax, ay, bx, by, values: np.ndarray, thick: bool = False) -> None:
+    """Vectorised DDA lines (output px coordinates); no Python loop over lines."""
+    h, w = img.shape
+    dx, dy = bx - ax, by - ay
+    steps = np.ceil(np.maximum(np.abs(dx), np.abs(dy))).astype(np.int64) + 1
+    steps = np.minimum(steps, 4 * (w + h))  # a line crossing the tile needs no more
+    total = int(steps.sum())
+    if total == 0:
+        return
+    which = np.repeat(np.arange(len(steps)), steps)
+    first = np.repeat(np.cumsum(steps) - steps, steps)
+    t = (np.arange(total) - first) / np.maximum(steps[which] - 1, 1)
+    xx = np.floor(ax[which] + dx[which] * t).astype(np.int64)
+    yy = np.floor(ay[which] + dy[which] * t).astype(np.int64)
+    vals = values[which]
+    for ox, oy in ((0, 0), (1, 0), (0, 1)) if thick else ((0, 0),):
+        X, Y = xx + ox, yy + oy
+        ok = (X >= 0) & (X < w) & (Y >= 0) & (Y < h)
+        img[Y[ok], X[ok]] = vals[ok]
+
+
+def draw_contours(img: np.ndarray, *, contours: list, codes: np.ndarray, x0: float, y0: float, scale: float) -> None:
+    """Filled nuclei (translucent fill, opaque outline) at high zoom: one PIL polygon per cell."""
+    image = Image.fromarray(img, mode="L")
+    draw = ImageDraw.Draw(image)
+    width = max(1, int(round(scale)))
+    for contour, code in zip(contours, codes.tolist()):
+        pts = (np.asarray(contour, dtype=np.float64) - (x0, y0)) * scale
+        if len(pts) < 3:
+            continue
+        flat = [tuple(p) for p in pts.tolist()]
+        draw.polygon(flat, fill=FILL_OFFSET + 1 + code, outline=1 + code, width=width)
+    img[...] = np.asarray(image)
+
+
+def render_tile_codes(o: RunOverlay, layer: str, *, x0: float, y0: float, w0: float, h0: float, out_w: int,
+                      out_h: int, contour_source: ContourSource | None = None) -> np.ndarray:
+    """Palette indices (out_h, out_w) of `layer` over the level-0 rectangle (x0, y0, w0, h0)."""
+    kind = layer_kind(layer)
+    img = np.zeros((out_h, out_w), dtype=np.uint8)
+    if w0 <= 0 or h0 <= 0:
+        return img
+    scale = min(out_w / w0, out_h / h0)
+    x1, y1 = x0 + w0, y0 + h0
+    if kind in ("cells", "her2"):
+        her2_only = kind == "her2"
+        if scale >= CONTOUR_SCALE and contour_source is not None:
+            pad = 4 * o.radius_px + 8
+            contours, cell_codes = contour_source(x0 - pad, y0 - pad, x1 + pad, y1 + pad)
+            if her2_only:
+                keep = cell_codes != HER2_NONE
+                contours = [c for c, k in zip(contours, keep.tolist()) if k]
+                cell_codes = cell_codes[keep]
+            draw_contours(img, contours=contours, codes=cell_codes, x0=x0, y0=y0, scale=scale)
+            return img
+        pad = o.radius_px + 2 / scale
+        idx = cells_in_view(o, x0=x0 - pad, y0=y0 - pad, x1=x1 + pad, y1=y1 + pad, her2_only=her2_only)
+        codes = o.her2[idx] if her2_only else o.cls[idx]
+        prio_table = np.zeros(16, np.uint8)
+        order_enum = HER2_ORDER if her2_only else CLASS_ORDER
+        prio_map = HER2_PRIORITY if her2_only else CLASS_PRIORITY
+        for code, member in enumerate(order_enum):
+            prio_table[code] = prio_map[member]
+        order = np.argsort(prio_table[codes], kind="stable")
+        idx, codes = idx[order], codes[order]
+        stamp_points(img, px=(o.x[idx] - x0) * scale, py=(o.y[idx] - y0) * scale, values=(codes + 1).astype(np.uint8),
+                     radius=o.radius_px * scale)
+        return img
+    if kind == "edges":
+        idx = edges_in_view(o, x0=x0, y0=y0, x1=x1, y1=y1)
+        draw_lines(img, ax=(o.ex1[idx] - x0) * scale, ay=(o.ey1[idx] - y0) * scale, bx=(o.ex2[idx] - x0) * scale,
+                   by=(o.ey2[idx] - y0) * scale, values=(o.ecode[idx] + 1).astype(np.uint8), thick=scale >= 1)
+        return img
+    return _render_density(o, density_class(layer), img, x0=x0, y0=y0, scale=scale)
+
+
+def _render_density(o: RunOverlay, code: int, img: np.ndarray, *, x0, y0, scale) -> np.ndarray:
+    grid = o.density.get(code)
+    if grid is None:
+        return img
+    base = DENSITY_BASE_PX
+    want = max(DENSITY_MIN_BIN_PX, DENSITY_TILE_PX_PER_BIN / scale)
+    k = max(1, 2 ** int(math.ceil(math.log2(want / base))))  # bin = base * k, a power of two
+    out_h, out_w = img.shape
+    # output pixel centres -> base squares -> bins
+    xs = x0 + (np.arange(out_w) + 0.5) / scale
+    ys = y0 + (np.arange(out_h) + 0.5) / scale
+    bx = (xs // (base * k)).astype(np.int64)
+    by = (ys // (base * k)).astype(np.int64)
+    gx0, gx1 = int(bx.min()), int(bx.max())
+    gy0, gy1 = int(by.min()), int(by.max())
+    sub = grid[gy0 * k:(gy1 + 1) * k, gx0 * k:(gx1 + 1) * k]
+    counts = _block_sum(sub, k)
+    ny, nx = counts.shape
+    dens = counts / float((base * k) ** 2)
+    vmax = o.density_vmax.get(code, 1.0) or 1.0
+    levels = (1 + np.minimum(254, np.floor(254 * dens / vmax))).astype(np.uint8)
+    levels[counts == 0] = 0
+    ry = np.clip(by - gy0, 0, max(ny - 1, 0))
+    rx = np.clip(bx - gx0, 0, max(nx - 1, 0))
+    if ny == 0 or nx == 0:
+        return img
+    inside = ((ys < o.height)[:, None]) & ((xs < o.width)[None, :])
+    img[...] = np.where(inside, levels[ry[:, None], rx[None, :]], 0)
+    return img
+
+
+def codes_to_rgba(codes: np.ndarray, palette: Sequence[tuple[int, int, int]], alpha: Sequence[int]) -> np.ndarray:
+    lut = np.zeros((256, 4), dtype=np.uint8)
+    lut[: len(palette), :3] = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
+    lut[: len(alpha), 3] = np.asarray(alpha, dtype=np.uint8)
+    return lut[codes]
+
+
+def render_tile_png(o: RunOverlay, layer: str, *, x0, y0, w0, h0, out_w, out_h,
+                    contour_source: ContourSource | None = None) -> tuple[bytes, bool]:
+    """(PNG bytes, empty?) of one overlay tile."""
+    codes = render_tile_codes(o, layer, x0=x0, y0=y0, w0=w0, h0=h0, out_w=out_w, out_h=out_h,
+                              contour_source=contour_source)
+    if not codes.any():
+        return transparent_png(out_w, out_h), True
+    rgb, alpha = layer_palette(o, layer)
+    return palette_png(codes, rgb, alpha), False
+
+
+# --------------------------------------------------------------------------- layer summary
+
+
+def layer_summary(*, cells: pd.DataFrame, pair_labels: Sequence[str] | None, stain: str, width: int,
+                  height: int) -> dict:
+    """What the layer list needs, without keeping the run in memory: counts per class, HER2
+    class and pair type, the top density of every class (cells per level-0 px^2), id_is_row."""
+    o = run_overlay_build(cells=cells, edges=None, stain=stain, width=width, height=height)
+    pairs = pair_types(stain)
+    pair_counts: dict[str, int] = {}
+    if pair_labels is not None:
+        counts = pd.Series(np.asarray(pair_labels, dtype=object)).value_counts()
+        pairs = pairs + sorted(set(counts.index.astype(str)) - set(pairs))
+        pair_counts = {p: int(counts.get(p, 0)) for p in pairs}
+    return {
+        "class_counts": {CLASS_ORDER[k].value: v for k, v in o.class_counts.items()},
+        "her2_counts": {HER2_ORDER[k].value: v for k, v in o.her2_counts.items()},
+        "pairs": pairs if pair_labels is not None else None,
+        "pair_counts": pair_counts,
+        "density_vmax": {CLASS_ORDER[k].value: v for k, v in o.density_vmax.items()},
+        "id_is_row": o.id_is_row,
+    }
