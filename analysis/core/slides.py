@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import io
 import math
+import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -171,9 +172,32 @@ class SlideReader:
         self.level_downsamples = [float(d) for d in self._slide.level_downsamples]
         props = self._slide.properties
         self.mpp = _positive_float(props.get("openslide.mpp-x"))
+        self._raw_levels = _raw_jpeg_levels(self.path, self.level_dimensions) if self.vendor == "generic-tiff" else {}
+        self._fd = os.open(self.path, os.O_RDONLY) if self._raw_levels else None
+
+    def raw_jpeg_tile(self, *, level: int, col: int, row: int, tile_size: int) -> bytes | None:
+        """The stored JPEG of a full tile of pyramid `level`, as a standalone JPEG, or None."""
+        found = self._raw_levels.get(level)
+        if found is None or self._fd is None:
+            return None
+        tile_w, tile_h, across, offsets, counts, tables, (width, height) = found
+        if (tile_w, tile_h) != (tile_size, tile_size) or (col + 1) * tile_w > width or (row + 1) * tile_h > height:
+            return None
+        index = row * across + col
+        data = os.pread(self._fd, int(counts[index]), int(offsets[index]))
+        # TIFF JPEG tiles are abbreviated streams; the shared tables go after the SOI.
+        return tables[:-2] + data[2:] if tables else data
 
     def close(self) -> None:
         self._slide.close()
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self) -> None:  # evicted from the LRU cache: release the file descriptor
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            os.close(fd)
 
     def best_level_for_downsample(self, downsample: float) -> int:
         # Small tolerance: a level at 3.9998x serves a 4x request without upsampling.
@@ -294,10 +318,44 @@ class DeepZoomGeometry:
 
 def render_tile_jpeg(reader: SlideReader, geometry: DeepZoomGeometry, *, level: int, col: int, row: int,
                      quality: int = 80) -> bytes:
-    """JPEG bytes of one deep-zoom tile."""
+    """JPEG bytes of one deep-zoom tile.
+
+    When the deep-zoom tile is exactly one stored tile of a generic tiled TIFF (our converted
+    slides and phantoms: 256 px YCbCr JPEG tiles, levels halving), the stored JPEG is sent as it
+    is, without decoding and re-encoding (as large_image's TIFF source does); it then keeps the
+    file's own JPEG quality. Every other tile is read through OpenSlide and encoded.
+    """
     (x0, y0, w0, h0), (tile_w, tile_h) = geometry.tile_region(level, col, row)
+    if geometry.overlap == 0 and tile_w == tile_h == geometry.tile_size:
+        scale = geometry.level_scale(level)
+        best = reader.best_level_for_downsample(scale)
+        if reader.level_downsamples[best] == scale and x0 % (scale * tile_w) == 0 and y0 % (scale * tile_h) == 0:
+            raw = reader.raw_jpeg_tile(level=best, col=x0 // (scale * tile_w), row=y0 // (scale * tile_h),
+                                       tile_size=geometry.tile_size)
+            if raw is not None:
+                return raw
     image = reader.read_scaled(x=x0, y=y0, width=w0, height=h0, out_width=tile_w, out_height=tile_h)
     return encode_jpeg(image, quality=quality)
+
+
+def _raw_jpeg_levels(path: Path, level_dimensions) -> dict:
+    """Pyramid levels whose tiles are stored as YCbCr JPEG: level -> (tile w, h, across, offsets, counts, tables, size)."""
+    try:
+        import tifffile
+
+        found = {}
+        with tifffile.TiffFile(path) as tif:
+            for page in tif.pages:
+                if not page.is_tiled or page.compression != 7 or page.photometric != 6 or page.samplesperpixel != 3:
+                    continue
+                size = (page.imagewidth, page.imagelength)
+                if size in level_dimensions and level_dimensions.index(size) not in found:
+                    found[level_dimensions.index(size)] = (
+                        page.tilewidth, page.tilelength, -(-page.imagewidth // page.tilewidth),
+                        np.asarray(page.dataoffsets), np.asarray(page.databytecounts), page.jpegtables, size)
+        return found
+    except Exception:
+        return {}
 
 
 def encode_jpeg(image: Image.Image, *, quality: int = 80) -> bytes:

@@ -28,7 +28,7 @@ TILE_SIZE = 256
 TILE_OVERLAP = 0
 THUMBNAIL_SIZES = (128, 256, 512, 1024)
 # Bump when the rendering changes, so cached tiles and browser ETags are invalidated.
-RENDER_VERSION = "1"
+RENDER_VERSION = "2"
 INFO_TTL_SECONDS = 5.0
 
 

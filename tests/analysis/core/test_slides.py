@@ -108,3 +108,26 @@ def test_reader_cache_reuses_and_evicts(shared_file):
     assert cache.get(shared_file("slides/CMU-1-Small-Region.svs")) is first
     cache.get(shared_file("slides/tcga-cr-7395-01a-01-ts1.svs"))
     assert cache.get(shared_file("slides/CMU-1-Small-Region.svs")) is not first
+
+
+def test_stored_jpeg_tiles_are_passed_through_with_the_same_pixels(tmp_path, shared_file):
+    """A deep-zoom tile that is exactly one stored tile of a pyramidal TIFF is sent as stored."""
+    from analysis.core.convert import convert_to_pyramidal_tiff
+
+    converted = tmp_path / "her2st.tiff"
+    convert_to_pyramidal_tiff(src=shared_file("slides/her2st-C2-HE.jpg"), dst=converted)
+    reader = SlideReader(converted)
+    geometry = DeepZoomGeometry(width=reader.dimensions[0], height=reader.dimensions[1])
+    level, col, row = geometry.max_level, 5, 7
+    raw = reader.raw_jpeg_tile(level=0, col=col, row=row, tile_size=256)
+    assert raw is not None and raw[:2] == b"\xff\xd8"
+    served = render_tile_jpeg(reader, geometry, level=level, col=col, row=row)
+    assert served == raw  # passed through, not re-encoded
+    decoded = np.asarray(Image.open(io.BytesIO(served)).convert("RGB"), dtype=np.int16)
+    expected = np.asarray(OpenSlide(str(converted)).read_region((col * 256, row * 256), 0, (256, 256)).convert("RGB"),
+                          dtype=np.int16)
+    assert np.abs(decoded - expected).max() <= 2  # same decoder output as OpenSlide's
+    # an edge tile (partial) is rendered, not passed through
+    cols, rows = geometry.tile_count(level)
+    assert reader.raw_jpeg_tile(level=0, col=cols - 1, row=0, tile_size=256) is None
+    reader.close()
