@@ -22,9 +22,13 @@ from viewer.services import tiles
 
 TILE_PATH = re.compile(
     r"^/slides/(?P<slide>\d+)(?:(?P<dzi>\.dzi)|_files/(?P<level>\d+)/(?P<col>\d+)_(?P<row>\d+)\.jpeg"
-    r"|(?P<thumb>/thumbnail\.jpg))$"
+    r"|(?P<thumb>/thumbnail\.jpg)"
+    # overlay layers (viewer.overlays): palette PNG tiles in the slide's geometry
+    r"|/overlays/(?P<layer>[a-z0-9][a-z0-9-]{0,40})(?:(?P<odzi>\.dzi)"
+    r"|_files/(?P<olevel>\d+)/(?P<ocol>\d+)_(?P<orow>\d+)\.png))$"
 )
 CACHE_CONTROL = "private, max-age=86400"
+OVERLAY_CACHE_CONTROL = "private, no-cache"
 AUTH_TTL_SECONDS = 10.0
 
 _executor: ThreadPoolExecutor | None = None
@@ -81,6 +85,17 @@ def tile_request(match: re.Match, *, authorised: bool, if_none_match: str | None
     """Answer one matched pixel request: (status, headers, body)."""
     if not authorised:
         return 401, [(b"content-type", b"text/plain")], b"login required"
+    if match["layer"]:
+        from viewer import overlays
+
+        try:
+            response = overlays.overlay_pixel_response(
+                slide_id=int(match["slide"]), layer=match["layer"], dzi=bool(match["odzi"]),
+                level=int(match["olevel"] or 0), col=int(match["ocol"] or 0), row=int(match["orow"] or 0))
+        finally:
+            close_old_connections()
+        # The URLs stay when a slide is re-analysed: revalidate (ETag names the run) instead of max-age.
+        return _pixel_answer(response, if_none_match, cache_control=OVERLAY_CACHE_CONTROL)
     try:
         source = tiles.tile_source_get(int(match["slide"]))
     finally:
@@ -93,9 +108,13 @@ def tile_request(match: re.Match, *, authorised: bool, if_none_match: str | None
         response = tiles.thumbnail_response(source, size=thumb_size)
     else:
         response = tiles.tile_response(source, level=int(match["level"]), col=int(match["col"]), row=int(match["row"]))
+    return _pixel_answer(response, if_none_match)
+
+
+def _pixel_answer(response, if_none_match: str | None, cache_control: str = CACHE_CONTROL):
     headers = [(b"content-type", response.content_type.encode())]
     if response.cacheable:
-        headers += [(b"etag", response.etag.encode()), (b"cache-control", CACHE_CONTROL.encode()),
+        headers += [(b"etag", response.etag.encode()), (b"cache-control", cache_control.encode()),
                     (b"vary", b"Cookie, Authorization")]
         if if_none_match and response.etag in [tag.strip() for tag in if_none_match.split(",")]:
             return 304, headers[1:], b""

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import io
 import math
-from functools import lru_cache
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Callable, Sequence
 
 import numpy as np
@@ -44,7 +44,8 @@ GRID_PX = 256  # level-0 px of the in-memory grid index
 DENSITY_BASE_PX = 128  # level-0 px of the stored per-class count grid
 DENSITY_MIN_BIN_PX = 128  # smallest density bin drawn (finer bins are mostly 0 or 1 cell)
 DENSITY_TILE_PX_PER_BIN = 8  # at low zoom, one bin = 8 x 8 tile px
-CONTOUR_SCALE = 0.5  # draw contours from this zoom (tile px per level-0 px) up
+CONTOUR_SCALE = 1.0  # draw contours from this zoom (tile px per level-0 px) up
+RASTER_PX = 32  # low-zoom rasters: one pixel per 32 level-0 px; tiles at scale <= 1/32 are reduced from them
 FILL_OFFSET = 32  # palette index of the translucent fill of code c: FILL_OFFSET + 1 + c
 FILL_ALPHA = 0x55
 
@@ -77,21 +78,29 @@ class OverlayError(ValueError):
 # --------------------------------------------------------------------------- codes
 
 
-def class_codes(values: Sequence | np.ndarray) -> np.ndarray:
+def _codes(values, names: Sequence[str], missing: int) -> np.ndarray:
+    """Index of each value in `names` (`missing` when absent or null), as uint8.
+
+    Categorical input (Parquet dictionary columns) maps only its few categories."""
+    lookup = {name: i for i, name in enumerate(names)}
+    if isinstance(getattr(values, "dtype", None), pd.CategoricalDtype):
+        cat = values.array if isinstance(values, pd.Series) else values
+        table = np.array([lookup.get(str(c), missing) for c in cat.categories] + [missing], dtype=np.uint8)
+        return table[np.asarray(cat.codes, dtype=np.int64)]  # code -1 (null) -> the last entry
+    cat = pd.Categorical(np.asarray(values, dtype=object), categories=list(names))
+    codes = np.asarray(cat.codes, dtype=np.int16)
+    codes[codes < 0] = missing
+    return codes.astype(np.uint8)
+
+
+def class_codes(values) -> np.ndarray:
     """CellClass values -> uint8 codes (index in CellClass order; unknown -> other)."""
-    lookup = {c.value: i for i, c in enumerate(CLASS_ORDER)}
-    cat = pd.Categorical(np.asarray(values, dtype=object), categories=list(lookup))
-    codes = np.asarray(cat.codes, dtype=np.int16)
-    codes[codes < 0] = lookup[CellClass.OTHER.value]
-    return codes.astype(np.uint8)
+    return _codes(values, [c.value for c in CLASS_ORDER], CLASS_ORDER.index(CellClass.OTHER))
 
 
-def her2_codes(values: Sequence | np.ndarray) -> np.ndarray:
+def her2_codes(values) -> np.ndarray:
     """Her2Class values (None/NaN = none) -> uint8 codes, HER2_NONE for none."""
-    cat = pd.Categorical(np.asarray(values, dtype=object), categories=[h.value for h in HER2_ORDER])
-    codes = np.asarray(cat.codes, dtype=np.int16)
-    codes[codes < 0] = HER2_NONE
-    return codes.astype(np.uint8)
+    return _codes(values, [h.value for h in HER2_ORDER], HER2_NONE)
 
 
 def pair_types(stain: str) -> list[str]:
@@ -284,11 +293,13 @@ class RunOverlay:
     ecode: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint8))
     egrid: GridIndex | None = None
     edge_reach: float = 0.0  # half the longest edge, level-0 px: how far an edge leaves its midpoint's square
+    has_edges: bool = False
+    rasters: dict = field(default_factory=dict)  # kind -> uint8 keys at 1/RASTER_PX (see _raster_tile)
 
     @property
     def nbytes(self) -> int:
         arrays = [self.x, self.y, self.ids, self.rows, self.cls, self.her2, self.ex1, self.ey1, self.ex2, self.ey2,
-                  self.ecode, *self.density.values()]
+                  self.ecode, *self.density.values(), *self.rasters.values()]
         return int(sum(a.nbytes for a in arrays))
 
 
@@ -301,8 +312,8 @@ def run_overlay_build(*, cells: pd.DataFrame, edges: pd.DataFrame | None, stain:
     y = cells["y"].to_numpy(dtype=np.float32)
     raw_ids = cells["id"].to_numpy(dtype=np.int64)
     id_is_row = bool(n and (raw_ids.min() < 0 or raw_ids.max() > MAX_ID))
-    cls = class_codes(cells["cls"].to_numpy())
-    her2 = her2_codes(cells["her2_class"].to_numpy()) if "her2_class" in cells else np.full(n, HER2_NONE, np.uint8)
+    cls = class_codes(cells["cls"])
+    her2 = her2_codes(cells["her2_class"]) if "her2_class" in cells else np.full(n, HER2_NONE, np.uint8)
     if "area" in cells and n:
         area = cells["area"].to_numpy(dtype=np.float64)
         radius = float(np.sqrt(np.nanmedian(area) / np.pi)) if np.isfinite(area).any() else 6.0
@@ -322,6 +333,56 @@ def run_overlay_build(*, cells: pd.DataFrame, edges: pd.DataFrame | None, stain:
     if edges is not None:
         _build_edges(overlay, edges=edges, raw_ids=raw_ids, x=x, y=y)
     return overlay
+
+
+def run_overlay_rasters(o: RunOverlay) -> None:
+    """Draw the low-zoom rasters (cells, her2, edges at 1/RASTER_PX): every tile at scale
+    <= 1/RASTER_PX is then a block reduction of a small array, whatever the cell count."""
+    shape = (max(1, math.ceil(o.height / RASTER_PX)), max(1, math.ceil(o.width / RASTER_PX)))
+    scale = 1.0 / RASTER_PX
+    for kind in ("cells", "her2"):
+        if kind == "her2" and not (o.her2 != HER2_NONE).any():
+            continue
+        img = np.zeros(shape, dtype=np.uint8)
+        idx, codes, ranks = _prioritised(o, np.arange(len(o.x)), her2_only=kind == "her2")
+        stamp_points(img, px=o.x[idx] * scale, py=o.y[idx] * scale, values=(ranks * 32 + codes + 1).astype(np.uint8),
+                     radius=o.radius_px * scale)
+        o.rasters[kind] = img
+    if o.egrid is not None:
+        img = np.zeros(shape, dtype=np.uint8)
+        draw_lines(img, ax=o.ex1 * scale, ay=o.ey1 * scale, bx=o.ex2 * scale, by=o.ey2 * scale,
+                   values=(o.ecode + 1).astype(np.uint8))
+        o.rasters["edges"] = img
+
+
+def _prioritised(o: RunOverlay, idx: np.ndarray, *, her2_only: bool):
+    """Cells `idx` (her2: graded only) ordered for drawing, rare classes last: (idx, codes, ranks)."""
+    if her2_only:
+        idx = idx[o.her2[idx] != HER2_NONE]
+    codes = o.her2[idx] if her2_only else o.cls[idx]
+    table = np.zeros(16, np.uint8)
+    for code, member in enumerate(HER2_ORDER if her2_only else CLASS_ORDER):
+        table[code] = (HER2_PRIORITY if her2_only else CLASS_PRIORITY)[member]
+    ranks = table[codes]
+    order = np.argsort(ranks, kind="stable")
+    return idx[order], codes[order], ranks[order]
+
+
+def _raster_tile(o: RunOverlay, kind: str, *, x0, y0, out_w, out_h, scale) -> np.ndarray | None:
+    """The tile reduced from the low-zoom raster, or None when it does not line up with it."""
+    raster = o.rasters.get(kind)
+    if raster is None:
+        return None
+    k = 1.0 / (scale * RASTER_PX)
+    if k < 1 or abs(k - round(k)) > 1e-9 or x0 % RASTER_PX or y0 % RASTER_PX:
+        return None
+    k = int(round(k))
+    rx0, ry0 = int(x0 // RASTER_PX), int(y0 // RASTER_PX)
+    block = np.zeros((out_h * k, out_w * k), dtype=np.uint8)
+    sub = raster[ry0:ry0 + out_h * k, rx0:rx0 + out_w * k]
+    block[: sub.shape[0], : sub.shape[1]] = sub
+    keys = block.reshape(out_h, k, out_w, k).max(axis=(1, 3)) if k > 1 else block
+    return keys if kind == "edges" else keys & np.uint8(31)
 
 
 def _build_density(o: RunOverlay) -> None:
@@ -352,25 +413,37 @@ def _block_sum(grid: np.ndarray, k: int) -> np.ndarray:
 
 
 def _build_edges(o: RunOverlay, *, edges: pd.DataFrame, raw_ids: np.ndarray, x: np.ndarray, y: np.ndarray) -> None:
+    o.has_edges = True
     if len(edges) == 0:
         o.pair_counts = {i: 0 for i in range(len(o.pairs))}
         return
-    sort = np.argsort(raw_ids, kind="stable")
-    sorted_ids = raw_ids[sort]
+    low, high = (int(raw_ids.min()), int(raw_ids.max())) if len(raw_ids) else (0, -1)
+    if high - low + 1 <= 4 * len(raw_ids) + 1024:  # dense ids (the usual 0..N-1): a direct table
+        table = np.full(high - low + 2, -1, dtype=np.int64)
+        table[raw_ids - low] = np.arange(len(raw_ids))
 
-    def position(ids: np.ndarray) -> np.ndarray:
-        pos = np.clip(np.searchsorted(sorted_ids, ids), 0, len(sorted_ids) - 1)
-        found = sorted_ids[pos] == ids
-        return np.where(found, sort[pos], -1)
+        def position(ids: np.ndarray) -> np.ndarray:
+            slot = ids - low
+            slot = np.where((slot >= 0) & (slot <= high - low), slot, high - low + 1)
+            return table[slot]
+    else:
+        sort = np.argsort(raw_ids, kind="stable")
+        sorted_ids = raw_ids[sort]
+
+        def position(ids: np.ndarray) -> np.ndarray:
+            pos = np.clip(np.searchsorted(sorted_ids, ids), 0, len(sorted_ids) - 1)
+            found = sorted_ids[pos] == ids
+            return np.where(found, sort[pos], -1)
 
     src = position(edges["source"].to_numpy(dtype=np.int64))
     dst = position(edges["target"].to_numpy(dtype=np.int64))
     ok = (src >= 0) & (dst >= 0)
     src, dst = src[ok], dst[ok]
-    labels = edges["pair_type"].astype(str).to_numpy()[ok] if "pair_type" in edges else np.full(len(src), "")
-    extra = sorted(set(pd.unique(labels)) - set(o.pairs))
+    labels = edges["pair_type"] if "pair_type" in edges else pd.Series(np.full(len(edges), ""))
+    present = labels.cat.categories if isinstance(labels.dtype, pd.CategoricalDtype) else pd.unique(labels.astype(str))
+    extra = sorted(set(map(str, present)) - set(o.pairs))
     o.pairs = o.pairs + extra
-    codes = np.asarray(pd.Categorical(labels, categories=o.pairs).codes, dtype=np.int16).astype(np.uint8)
+    codes = _codes(labels, o.pairs, 0)[ok]
     x1, y1, x2, y2 = x[src], y[src], x[dst], y[dst]
     grid, order = GridIndex.build(x=(x1 + x2) / 2, y=(y1 + y2) / 2, width=o.width, height=o.height)
     o.ex1, o.ey1, o.ex2, o.ey2, o.ecode = x1[order], y1[order], x2[order], y2[order], codes[order]
@@ -427,8 +500,6 @@ def viewport_records(o: RunOverlay, kind: str, *, x0, y0, x1, y1, limit: int) ->
         return pack_edges(x1=o.ex1[idx], y1=o.ey1[idx], x2=o.ex2[idx], y2=o.ey2[idx], code=o.ecode[idx]), len(idx)
     if kind not in ("cells", "her2"):
         raise OverlayError(f"no viewport records for a {kind!r} layer")
-    if viewport_upper_bound(o, kind, x0=x0, y0=y0, x1=x1, y1=y1) > 4 * limit:
-        return None  # far too many: no need to look closer
     idx = cells_in_view(o, x0=x0, y0=y0, x1=x1, y1=y1, her2_only=kind == "her2")
     if len(idx) > limit:
         return None
@@ -535,14 +606,22 @@ def draw_contours(img: np.ndarray, *, contours: list, codes: np.ndarray, x0: flo
 
 
 def render_tile_codes(o: RunOverlay, layer: str, *, x0: float, y0: float, w0: float, h0: float, out_w: int,
-                      out_h: int, contour_source: ContourSource | None = None) -> np.ndarray:
-    """Palette indices (out_h, out_w) of `layer` over the level-0 rectangle (x0, y0, w0, h0)."""
+                      out_h: int, contour_source: ContourSource | None = None,
+                      scale: float | None = None) -> np.ndarray:
+    """Palette indices (out_h, out_w) of `layer` over the level-0 rectangle (x0, y0, w0, h0).
+
+    `scale` (output px per level-0 px) defaults to min(out_w / w0, out_h / h0); deep-zoom
+    tiles pass their level's exact scale (edge tiles are clipped to the slide)."""
     kind = layer_kind(layer)
     img = np.zeros((out_h, out_w), dtype=np.uint8)
     if w0 <= 0 or h0 <= 0:
         return img
-    scale = min(out_w / w0, out_h / h0)
+    scale = scale or min(out_w / w0, out_h / h0)
     x1, y1 = x0 + w0, y0 + h0
+    if kind != "density" and scale <= 1.0 / RASTER_PX:
+        reduced = _raster_tile(o, kind, x0=x0, y0=y0, out_w=out_w, out_h=out_h, scale=scale)
+        if reduced is not None:
+            return reduced
     if kind in ("cells", "her2"):
         her2_only = kind == "her2"
         if scale >= CONTOUR_SCALE and contour_source is not None:
@@ -556,14 +635,7 @@ def render_tile_codes(o: RunOverlay, layer: str, *, x0: float, y0: float, w0: fl
             return img
         pad = o.radius_px + 2 / scale
         idx = cells_in_view(o, x0=x0 - pad, y0=y0 - pad, x1=x1 + pad, y1=y1 + pad, her2_only=her2_only)
-        codes = o.her2[idx] if her2_only else o.cls[idx]
-        prio_table = np.zeros(16, np.uint8)
-        order_enum = HER2_ORDER if her2_only else CLASS_ORDER
-        prio_map = HER2_PRIORITY if her2_only else CLASS_PRIORITY
-        for code, member in enumerate(order_enum):
-            prio_table[code] = prio_map[member]
-        order = np.argsort(prio_table[codes], kind="stable")
-        idx, codes = idx[order], codes[order]
+        idx, codes, _ = _prioritised(o, idx, her2_only=her2_only)
         stamp_points(img, px=(o.x[idx] - x0) * scale, py=(o.y[idx] - y0) * scale, values=(codes + 1).astype(np.uint8),
                      radius=o.radius_px * scale)
         return img
@@ -614,10 +686,10 @@ def codes_to_rgba(codes: np.ndarray, palette: Sequence[tuple[int, int, int]], al
 
 
 def render_tile_png(o: RunOverlay, layer: str, *, x0, y0, w0, h0, out_w, out_h,
-                    contour_source: ContourSource | None = None) -> tuple[bytes, bool]:
+                    contour_source: ContourSource | None = None, scale: float | None = None) -> tuple[bytes, bool]:
     """(PNG bytes, empty?) of one overlay tile."""
     codes = render_tile_codes(o, layer, x0=x0, y0=y0, w0=w0, h0=h0, out_w=out_w, out_h=out_h,
-                              contour_source=contour_source)
+                              contour_source=contour_source, scale=scale)
     if not codes.any():
         return transparent_png(out_w, out_h), True
     rgb, alpha = layer_palette(o, layer)
@@ -627,22 +699,30 @@ def render_tile_png(o: RunOverlay, layer: str, *, x0, y0, w0, h0, out_w, out_h,
 # --------------------------------------------------------------------------- layer summary
 
 
-def layer_summary(*, cells: pd.DataFrame, pair_labels: Sequence[str] | None, stain: str, width: int,
+def layer_summary(*, cells: pd.DataFrame, pair_labels: Sequence[str] | pd.Series | None, stain: str, width: int,
                   height: int) -> dict:
     """What the layer list needs, without keeping the run in memory: counts per class, HER2
     class and pair type, the top density of every class (cells per level-0 px^2), id_is_row."""
     o = run_overlay_build(cells=cells, edges=None, stain=stain, width=width, height=height)
-    pairs = pair_types(stain)
-    pair_counts: dict[str, int] = {}
+    summary = layer_summary_of(o)
     if pair_labels is not None:
-        counts = pd.Series(np.asarray(pair_labels, dtype=object)).value_counts()
+        labels = pair_labels if isinstance(pair_labels, pd.Series) else pd.Series(np.asarray(pair_labels, dtype=object))
+        counts = labels.value_counts()
+        pairs = pair_types(stain)
         pairs = pairs + sorted(set(counts.index.astype(str)) - set(pairs))
-        pair_counts = {p: int(counts.get(p, 0)) for p in pairs}
+        counts.index = counts.index.astype(str)
+        summary["pairs"] = pairs
+        summary["pair_counts"] = {p: int(counts.get(p, 0)) for p in pairs}
+    return summary
+
+
+def layer_summary_of(o: RunOverlay) -> dict:
+    """The layer summary of a loaded run (pairs None when it was built without edges)."""
     return {
         "class_counts": {CLASS_ORDER[k].value: v for k, v in o.class_counts.items()},
         "her2_counts": {HER2_ORDER[k].value: v for k, v in o.her2_counts.items()},
-        "pairs": pairs if pair_labels is not None else None,
-        "pair_counts": pair_counts,
+        "pairs": list(o.pairs) if o.has_edges else None,
+        "pair_counts": {p: o.pair_counts.get(i, 0) for i, p in enumerate(o.pairs)} if o.has_edges else {},
         "density_vmax": {CLASS_ORDER[k].value: v for k, v in o.density_vmax.items()},
         "id_is_row": o.id_is_row,
     }

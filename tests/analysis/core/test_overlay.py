@@ -168,3 +168,18 @@ def test_empty_tile_is_a_tiny_transparent_png(run):
     codes, image = decode(png)
     assert empty and not codes.any() and len(png) < 400
     assert image.size == (256, 256) and image.convert("RGBA").getextrema()[3] == (0, 0)
+
+
+def test_low_zoom_tiles_are_reduced_from_the_rasters(cells):
+    edges = pd.DataFrame({"source": [10], "target": [11], "pair_type": ["T-L"]})
+    plain = ov.run_overlay_build(cells=cells, edges=edges, stain="he", width=1024, height=1024)
+    rastered = ov.run_overlay_build(cells=cells, edges=edges, stain="he", width=1024, height=1024)
+    ov.run_overlay_rasters(rastered)
+    assert set(rastered.rasters) == {"cells", "her2", "edges"}
+    for layer in ("cells", "her2", "edges"):  # at the raster's own scale: the same pixels as drawing directly
+        direct = ov.render_tile_codes(plain, layer, x0=0, y0=0, w0=1024, h0=1024, out_w=32, out_h=32)
+        reduced = ov.render_tile_codes(rastered, layer, x0=0, y0=0, w0=1024, h0=1024, out_w=32, out_h=32)
+        assert direct.any() and (direct == reduced).all(), layer
+    # 1/64: blocks of 2 x 2 raster pixels; the tumour (priority over "other") and the lymphocyte stay visible
+    codes = ov.render_tile_codes(rastered, "cells", x0=0, y0=0, w0=1024, h0=1024, out_w=16, out_h=16, scale=1 / 64)
+    assert codes[1, 1] == 1 + 0 and codes[1, 2] == 1 + 2 and codes[14, 9] == 1 + 5 and (codes > 0).sum() == 3

@@ -1,0 +1,209 @@
+"""Overlay routes on a really analysed phantom slide: layers, DZI, PNG tiles (Django and the
+ASGI fast path), viewport records, the 413 cap, the cell inspector, feature sources, access."""
+from __future__ import annotations
+
+import asyncio
+import io
+
+import numpy as np
+import pytest
+from django.core.cache import caches
+from PIL import Image
+
+from analysis.core import overlay as ov
+from analysis.core.cells import cells_in_rect, read_cells
+from analysis.jobs.runner import job_claim, job_execute
+from analysis.models import JobStatus
+from analysis.results import run_path
+from analysis.services import analysis_enqueue
+from viewer.models import Stain
+from viewer.tile_app import TileFastPath
+
+# Tiles are rendered on the tile thread pool, with its own database connections: data must be committed.
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_caches():
+    from viewer.overlays import overlay_cache_forget
+    from viewer.services.tiles import tile_source_forget
+    from viewer.tile_app import forget_credentials
+
+    for name in ("tiles", "default"):
+        caches[name].clear()
+    tile_source_forget()
+    overlay_cache_forget()
+    forget_credentials()
+    yield
+    overlay_cache_forget()
+
+
+def analysed(slide):
+    job = job_execute(job_claim(job_id=analysis_enqueue(slide=slide).pk, worker="test"))
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    return slide.runs.order_by("-created_at").first()
+
+
+def _asgi_get(path: str, headers: list[tuple[bytes, bytes]], query: bytes = b""):
+    scope = {"type": "http", "method": "GET", "path": path, "query_string": query, "headers": headers}
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    async def fallback(scope, receive, send):
+        await send({"type": "http.response.start", "status": 599, "headers": []})
+        await send({"type": "http.response.body", "body": b"django"})
+
+    asyncio.run(TileFastPath(fallback)(scope, receive, send))
+    return sent[0]["status"], dict(sent[0]["headers"]), sent[1]["body"]
+
+
+def test_he_overlays(phantom_case, client_for, pathologist, settings):
+    slide = phantom_case.slide_for(Stain.HE)
+    client = client_for(pathologist)
+    assert client.get(f"/api/slides/{slide.pk}/").json()["overlays"] == []
+    assert client.get(f"/slides/{slide.pk}/overlays/cells.dzi").status_code == 404
+    run = analysed(slide)
+    folder = run_path(run)
+    cells = read_cells(path=folder / "cells.parquet")
+
+    layers = {layer["name"]: layer for layer in client.get(f"/api/slides/{slide.pk}/").json()["overlays"]}
+    assert {"cells", "edges", "density-tumour"} <= set(layers) and "her2" not in layers
+    cell_layer = layers["cells"]
+    assert cell_layer["kind"] == "cells" and cell_layer["record_bytes"] == 12 and cell_layer["run"] == run.pk
+    assert cell_layer["approximate"] is True and cell_layer["segmenter"] == run.segmenter
+    assert [e["key"] for e in cell_layer["legend"]] == [c.value for c in ov.CLASS_ORDER]
+    assert [e["code"] for e in cell_layer["legend"]] == list(range(6))
+    assert {e["key"]: e["count"] for e in cell_layer["legend"]} == {
+        c.value: int((cells["cls"] == c.value).sum()) for c in ov.CLASS_ORDER}
+    edge_layer = layers["edges"]
+    assert edge_layer["record_bytes"] == 20 and [e["code"] for e in edge_layer["legend"]] == list(range(15))
+    assert sum(e["count"] for e in edge_layer["legend"]) > 0
+    assert "viewport_url" not in layers["density-tumour"]
+
+    # DZI: the slide's geometry, PNG tiles
+    dzi = client.get(cell_layer["dzi_url"])
+    assert dzi.status_code == 200 and b'Format="png"' in dzi.content and b'TileSize="256"' in dzi.content
+    assert f'Width="{slide.width}"'.encode() in dzi.content
+
+    # a full-resolution tile under a tumour cell: palette PNG, the cell's colour there, transparent elsewhere
+    tumour = cells[cells["cls"] == "tumour"].iloc[0]
+    level = int(np.ceil(np.log2(max(slide.width, slide.height))))
+    col, row = int(tumour.x // 256), int(tumour.y // 256)
+    url = f"/slides/{slide.pk}/overlays/cells_files/{level}/{col}_{row}.png"
+    tile = client.get(url)
+    assert tile.status_code == 200 and tile["Content-Type"] == "image/png" and tile["ETag"]
+    image = Image.open(io.BytesIO(tile.content))
+    assert image.mode == "P" and image.size == (256, 256) and "transparency" in image.info
+    rgba = np.asarray(image.convert("RGBA"))
+    cx, cy = int(tumour.x) - col * 256, int(tumour.y) - row * 256
+    assert rgba[cy, cx, 3] > 0 and "#%02X%02X%02X" % tuple(rgba[cy, cx, :3]) == cell_layer["legend"][0]["color"]
+    assert (rgba[..., 3] == 0).mean() > 0.3  # transparent background
+    assert client.get(url, HTTP_IF_NONE_MATCH=tile["ETag"]).status_code == 304
+    assert client.get(f"/slides/{slide.pk}/overlays/cells_files/{level}/99_0.png").status_code == 404
+    assert client.get(f"/slides/{slide.pk}/overlays/her2.dzi").status_code == 404  # H&E has no HER2 layer
+    for name in ("edges", "density-tumour"):
+        low = client.get(f"/slides/{slide.pk}/overlays/{name}_files/{level - 3}/0_0.png")
+        assert low.status_code == 200 and np.asarray(Image.open(io.BytesIO(low.content))).any()
+
+    # the ASGI fast path answers the same URL, with the session cookie
+    cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
+    status, headers, body = _asgi_get(url, [(b"cookie", cookie)])
+    assert status == 200 and headers[b"content-type"] == b"image/png" and body == tile.content
+    assert _asgi_get(url, [])[0] == 401
+
+    # viewport records = cells_in_rect of the same rectangle
+    x, y, w, h = tumour.x - 300, tumour.y - 200, 600, 400
+    response = client.get(cell_layer["viewport_url"], {"x": x, "y": y, "width": w, "height": h})
+    assert response.status_code == 200 and response["Content-Type"] == "application/octet-stream"
+    expected = cells_in_rect(path=folder / "cells.parquet", x0=x, y0=y, x1=x + w, y1=y + h)
+    assert int(response["X-Cell-Count"]) == len(expected) > 0 and len(response.content) == 12 * len(expected)
+    records = ov.unpack_cells(response.content)
+    assert sorted(records["id"].tolist()) == sorted(expected["id"].tolist())
+    by_id = expected.set_index("id")
+    for i in range(len(records["id"])):
+        cell = by_id.loc[int(records["id"][i])]
+        assert records["x"][i] == pytest.approx(cell.x, abs=1e-3)
+        assert ov.CLASS_ORDER[records["class_code"][i]].value == cell.cls and records["her2_code"][i] == 15
+    edges = client.get(edge_layer["viewport_url"], {"x": x, "y": y, "width": w, "height": h})
+    assert edges.status_code == 200 and int(edges["X-Edge-Count"]) * 20 == len(edges.content) > 0
+    assert set(ov.unpack_edges(edges.content)["code"].tolist()) <= set(range(15))
+    assert client.get(cell_layer["viewport_url"], {"x": 0, "y": 0}).status_code == 400
+    settings.LADDER_OVERLAY_MAX_RECORDS = 5
+    too_many = client.get(cell_layer["viewport_url"], {"x": 0, "y": 0, "width": slide.width, "height": slide.height})
+    assert too_many.status_code == 413 and too_many.json() == {"detail": "zoom in"}
+
+    # cell inspector
+    detail = client.get(f"/api/slides/{slide.pk}/cells/{int(tumour.id)}/").json()
+    assert detail["id"] == int(tumour.id) and detail["cls"] == "tumour"
+    assert detail["x"] == pytest.approx(tumour.x) and detail["y"] == pytest.approx(tumour.y)
+    assert detail["area_um2"] == pytest.approx(tumour.area * slide.mpp_x * slide.mpp_y)
+    assert detail["contour"] == np.asarray(tumour.contour).tolist()
+    assert detail["morphology"]["Morph_Area"] > 0 and "Texture_IntensityMean" in detail["morphology"]
+    assert detail["her2"] is None
+    assert set(detail["graph"]) == {"T-T", "T-S", "T-L", "T-N", "T-M"}
+    assert {"minEdgeLength", "meanEdgeLength", "Nsubgraph", "Degrees"} <= set(detail["graph"]["T-T"])
+    assert client.get(f"/api/slides/{slide.pk}/cells/99999999/").status_code == 404
+
+    # snapshot for the tumour board
+    from viewer.overlays import overlay_render_region
+
+    snapshot = overlay_render_region(slide, ["density-tumour", "cells"], 0, 0, slide.width, slide.height, 300, 300)
+    assert snapshot.mode == "RGBA" and snapshot.size == (300, 300)
+    assert np.asarray(snapshot)[..., 3].max() == 255
+    assert overlay_render_region(slide, ["her2"], 0, 0, 100, 100, 10, 10) is None
+    close = np.asarray(overlay_render_region(slide, ["cells"], int(tumour.x) - 50, int(tumour.y) - 50, 100, 100, 100, 100))
+    assert "#%02X%02X%02X" % tuple(close[50, 50, :3]) == cell_layer["legend"][0]["color"]
+    assert close[50, 50, 3] == ov.FILL_ALPHA and close[0, 0, 3] in (0, 255, ov.FILL_ALPHA)
+
+
+def test_ihc_her2_layer(phantom_case, client_for, pathologist):
+    slide = phantom_case.slide_for(Stain.IHC)
+    run = analysed(slide)
+    cells = read_cells(path=run_path(run) / "cells.parquet")
+    client = client_for(pathologist)
+    layers = {layer["name"]: layer for layer in client.get(f"/api/slides/{slide.pk}/").json()["overlays"]}
+    her2 = layers["her2"]
+    assert {e["key"]: e["count"] for e in her2["legend"]} == {
+        h.value: int((cells["her2_class"] == h.value).sum()) for h in ov.HER2_ORDER}
+    assert layers["edges"]["legend"][0]["key"] == "Tstrong-Tstrong"
+    response = client.get(her2["viewport_url"], {"x": 0, "y": 0, "width": slide.width, "height": slide.height})
+    graded = cells[cells["her2_class"].notna()]
+    assert int(response["X-Cell-Count"]) == len(graded)
+    records = ov.unpack_cells(response.content)
+    truth = graded.set_index("id")["her2_class"]
+    assert [ov.HER2_ORDER[c].value for c in records["her2_code"]] == truth.loc[records["id"].astype(int)].tolist()
+    tumour = graded[graded["cls"] == "tumour"].iloc[0]
+    detail = client.get(f"/api/slides/{slide.pk}/cells/{int(tumour.id)}/").json()
+    assert detail["her2"]["class"] == tumour.her2_class
+    assert detail["her2"]["completeness"] == pytest.approx(tumour.her2_completeness, abs=1e-6)
+    assert detail["graph"] and all("-" in pair for pair in detail["graph"])
+
+
+def test_feature_sources(client_for, pathologist):
+    client = client_for(pathologist)
+    data = client.get("/api/features/he_T_L_minEdgeLength/").json()
+    assert data["group"] == "he" and data["unit"] == "um" and "T-L" in data["definition"]
+    assert data["source_cells"]["pair_type"] == "T-L" and data["source_cells"]["cells"] == {"cls": ["tumour"]}
+    assert data["source_cells"]["edge_pair_type"] == "T-L"
+    reverse = client.get("/api/features/he_L_T_Degrees/").json()["source_cells"]
+    assert reverse["pair_type"] == "L-T" and reverse["edge_pair_type"] == "T-L"
+    ihc = client.get("/api/features/ihc_Tstrong_nonT_Nsubgraph/").json()
+    assert ihc["group"] == "ihc" and ihc["source_cells"]["cells"]["her2_class"] == ["strong_complete", "strong_incomplete"]
+    prop = client.get("/api/features/he_prop_L/").json()
+    assert prop["source_cells"]["pair_type"] is None and prop["source_cells"]["cells"] == {"cls": ["lymphocyte"]}
+    clinical = client.get("/api/features/age/").json()
+    assert clinical["group"] == "clinical" and clinical["source_cells"] is None
+    assert client.get("/api/features/no_such_feature/").status_code == 404
+
+
+def test_anonymous_gets_401(client, phantom_case):
+    slide = phantom_case.slide_for(Stain.HE)
+    for url in (f"/api/slides/{slide.pk}/overlays/cells/viewport?x=0&y=0&width=10&height=10",
+                f"/api/slides/{slide.pk}/cells/1/", "/api/features/age/",
+                f"/slides/{slide.pk}/overlays/cells.dzi", f"/slides/{slide.pk}/overlays/cells_files/11/0_0.png"):
+        assert client.get(url).status_code == 401, url
