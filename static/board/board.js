@@ -4,7 +4,7 @@
 const config = JSON.parse(document.getElementById('board-config').textContent);
 const $ = (id) => document.getElementById(id);
 const root = $('board');
-const SEND_INTERVAL_MS = 33;   // at most ~30 state messages per second from the driver
+const SEND_INTERVAL_MS = 50;   // at most 20 state messages per second from the driver (see docs/board.md)
 const DEG = Math.PI / 180;
 
 const board = {
@@ -149,9 +149,16 @@ function applyState(state) {
     viewer.setState(state.viewport, { animate: false });
   }
   if (state.overlays != null && window.caseOverlays?.setState) {
-    try { window.caseOverlays.setState(state.overlays); } catch (error) { console.error('overlay state', error); }
+    const json = JSON.stringify(state.overlays);
+    if (json !== board.appliedOverlays) {  // only changes: the overlay module redraws on setState
+      board.appliedOverlays = json;
+      try { window.caseOverlays.setState(state.overlays); } catch (error) { console.error('overlay state', error); }
+    }
   }
-  highlightAttribution(state.attribution || null);
+  if ((state.attribution || null) !== board.appliedAttribution) {
+    board.appliedAttribution = state.attribution || null;
+    highlightAttribution(board.appliedAttribution);
+  }
   drawPointer(state.pointer || null);
 }
 
@@ -161,7 +168,11 @@ function setAttached(attached) {
   $('board-detach').setAttribute('aria-pressed', String(!attached));
   $('board-detach').textContent = attached ? 'Detach' : 'Re-attach';
   updateRole();
-  if (attached && board.latest && !isDriver()) applyState(board.latest.state);
+  if (attached && board.latest && !isDriver()) {
+    board.appliedOverlays = undefined;
+    board.appliedAttribution = undefined;
+    applyState(board.latest.state);
+  }
   if (!attached) drawPointer(null);
 }
 
@@ -343,15 +354,19 @@ function addRecord(record) {
   list.append(item);
 }
 
-function overlayLayers(state) {
-  const layers = state?.layers;
-  if (Array.isArray(layers)) {
-    return layers.filter((l) => typeof l === 'string' || (l && l.visible !== false)).map((l) => (typeof l === 'string' ? l : l.name)).filter(Boolean);
+function overlayLayers(state, paneIndex) {
+  // The overlay module's getState(): {panes: [{<layer>: {visible, opacity, hidden}}], highlight}.
+  const perPane = Array.isArray(state?.panes) ? state.panes[paneIndex] : state?.layers;
+  if (Array.isArray(perPane)) {
+    const names = perPane.filter((l) => typeof l === 'string' || (l && l.visible !== false)).map((l) => (typeof l === 'string' ? l : l.name)).filter(Boolean);
+    return { names, opacity: 1 };
   }
-  if (layers && typeof layers === 'object') {
-    return Object.entries(layers).filter(([, v]) => v === true || (v && v.visible)).map(([k]) => k);
+  if (perPane && typeof perPane === 'object') {
+    const visible = Object.entries(perPane).filter(([, v]) => v === true || (v && v.visible));
+    const opacities = visible.map(([, v]) => (typeof v?.opacity === 'number' ? v.opacity : 1));
+    return { names: visible.map(([k]) => k), opacity: opacities.length ? Math.max(...opacities) : 1 };
   }
-  return [];
+  return { names: [], opacity: 1 };
 }
 
 async function snapshot() {
@@ -366,7 +381,7 @@ async function snapshot() {
   const x = Math.min(...xs); const y = Math.min(...ys);
   const width = Math.max(...xs) - x; const height = Math.max(...ys) - y;
   const outWidth = Math.max(16, Math.min(2048, Math.round(rect.width * (window.devicePixelRatio || 1))));
-  const overlays = overlaysState();
+  const layers = overlayLayers(overlaysState(), index);
   const button = $('board-snapshot');
   button.disabled = true;
   try {
@@ -374,8 +389,8 @@ async function snapshot() {
       slide: pane.slide.id, x, y, width, height, out_width: outWidth,
       out_height: Math.max(16, Math.min(4096, Math.round(outWidth * height / width))),
       caption: $('board-caption').value || `${config.caseLabel} · ${pane.slide.label || ''}`,
-      layers: overlayLayers(overlays),
-      overlay_opacity: typeof overlays?.opacity === 'number' ? overlays.opacity : 1,
+      layers: layers.names,
+      overlay_opacity: layers.opacity,
     });
     addRecord(record);
     toast('Snapshot saved to the board record.');

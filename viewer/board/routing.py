@@ -1,2 +1,8 @@
 """Websocket routes of this app (added to viewer.routing)."""
-websocket_urlpatterns: list = []
+from django.urls import path
+
+from viewer.board.consumers import BoardConsumer
+
+websocket_urlpatterns: list = [
+    path("ws/board/<int:session_pk>/", BoardConsumer.as_asgi()),
+]

@@ -1,0 +1,166 @@
+"""REST API of tumour-board sessions (thin: services write, selectors read)."""
+from __future__ import annotations
+
+from django.shortcuts import get_object_or_404
+from django.urls import reverse
+from rest_framework import serializers, status
+from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthenticated
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from viewer.board import selectors, services
+from viewer.board.models import BoardRecord, BoardSession
+from viewer.models import Case, Slide
+
+
+class CanPresentOrReadOnly(BasePermission):
+    message = "Only presenters and admins can start a tumour board."
+
+    def has_permission(self, request, view):
+        if not (request.user and request.user.is_authenticated):
+            return False
+        return request.method in SAFE_METHODS or services.user_can_present(request.user)
+
+
+class CanRecord(BasePermission):
+    message = "Your account has no role that may add to the board record."
+
+    def has_permission(self, request, view):
+        return bool(request.user and request.user.is_authenticated and services.user_can_record(request.user))
+
+
+def record_data(record: BoardRecord) -> dict:
+    return {"id": record.pk, "kind": record.kind, "case": record.case_id, "case_id": record.case.case_id,
+            "slide": record.slide_id, "caption": record.caption, "viewport": record.viewport,
+            "url": selectors.board_record_url(record), "size_bytes": record.size_bytes,
+            "created_by": record.created_by.get_username() if record.created_by else None,
+            "created_at": record.created_at.isoformat()}
+
+
+def session_data(session: BoardSession, *, full: bool = True) -> dict:
+    data = {
+        "id": session.pk, "title": str(session),
+        "url": reverse("board-detail", args=[session.pk]), "ws_url": f"/ws/board/{session.pk}/",
+        "presenter": {"id": session.presenter_id, "username": session.presenter.get_username()},
+        "driver": {"id": session.driver_id, "username": session.driver.get_username()},
+        "cases": [{"id": c.pk, "case_id": c.case_id} for c in selectors.board_playlist(session)],
+        "created_at": session.created_at.isoformat(),
+        "ended_at": session.ended_at.isoformat() if session.ended_at else None,
+    }
+    if full:
+        data["state"] = selectors.board_latest_state(session)
+        data["participants"] = selectors.board_participants(session)
+        data["records"] = [record_data(r) for r in selectors.board_records(session)]
+    return data
+
+
+class BoardCreateInput(serializers.Serializer):
+    cases = serializers.ListField(child=serializers.IntegerField(min_value=1), allow_empty=False,
+                                  max_length=services.MAX_PLAYLIST, help_text="Case primary keys, in order.")
+    title = serializers.CharField(required=False, allow_blank=True, max_length=200)
+
+
+class SnapshotInput(serializers.Serializer):
+    slide = serializers.IntegerField(min_value=1)
+    x = serializers.FloatField(help_text="Viewport left, level-0 px")
+    y = serializers.FloatField(help_text="Viewport top, level-0 px")
+    width = serializers.FloatField(min_value=1)
+    height = serializers.FloatField(min_value=1)
+    out_width = serializers.IntegerField(min_value=16, max_value=services.MAX_SNAPSHOT_SIDE)
+    out_height = serializers.IntegerField(min_value=16, max_value=services.MAX_SNAPSHOT_SIDE, required=False)
+    caption = serializers.CharField(required=False, allow_blank=True, max_length=500)
+    layers = serializers.ListField(child=serializers.CharField(max_length=64), required=False, max_length=20)
+    overlay_opacity = serializers.FloatField(required=False, min_value=0, max_value=1, default=1.0)
+
+
+class SummaryInput(serializers.Serializer):
+    case = serializers.IntegerField(min_value=1)
+
+
+def _bad(message: str, code=status.HTTP_400_BAD_REQUEST) -> Response:
+    return Response({"detail": message}, status=code)
+
+
+class BoardListView(APIView):
+    """GET: open sessions. POST {"cases": [case pks], "title"?}: a new session (presenters, admins)."""
+
+    permission_classes = [IsAuthenticated, CanPresentOrReadOnly]
+    serializer_class = BoardCreateInput
+
+    def get(self, request):
+        return Response([session_data(s, full=False) for s in selectors.board_list()])
+
+    def post(self, request):
+        data = BoardCreateInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        pks = data.validated_data["cases"]
+        found = Case.objects.in_bulk(pks)
+        missing = [pk for pk in pks if pk not in found]
+        if missing:
+            return _bad(f"Unknown case ids: {missing}")
+        try:
+            session = services.board_create(user=request.user, cases=[found[pk] for pk in pks],
+                                            title=data.validated_data.get("title", ""))
+        except services.BoardError as exc:
+            return _bad(str(exc))
+        return Response(session_data(session), status=status.HTTP_201_CREATED)
+
+
+class BoardDetailView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    def get(self, request, pk: int):
+        return Response(session_data(get_object_or_404(BoardSession, pk=pk)))
+
+
+class BoardEndView(APIView):
+    permission_classes = [IsAuthenticated]
+
+    def post(self, request, pk: int):
+        session = get_object_or_404(BoardSession, pk=pk)
+        try:
+            services.board_end(session=session, user=request.user)
+        except services.BoardPermissionError as exc:
+            return _bad(str(exc), status.HTTP_403_FORBIDDEN)
+        return Response(session_data(session))
+
+
+class BoardSnapshotView(APIView):
+    """POST: a captioned PNG of a slide region (level-0 px) at an output size, stored in the session."""
+
+    permission_classes = [IsAuthenticated, CanRecord]
+    serializer_class = SnapshotInput
+
+    def post(self, request, pk: int):
+        session = get_object_or_404(BoardSession, pk=pk)
+        data = SnapshotInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = dict(data.validated_data)
+        slide = Slide.objects.select_related("case").filter(pk=values.pop("slide")).first()
+        if slide is None:
+            return _bad("Unknown slide.", status.HTTP_404_NOT_FOUND)
+        try:
+            record = services.board_snapshot_create(session=session, user=request.user, slide=slide, **values)
+        except services.BoardError as exc:
+            return _bad(str(exc))
+        return Response(record_data(record), status=status.HTTP_201_CREATED)
+
+
+class BoardSummaryView(APIView):
+    """POST {"case": pk}: the case's PDF summary for the board record, stored in the session."""
+
+    permission_classes = [IsAuthenticated, CanRecord]
+    serializer_class = SummaryInput
+
+    def post(self, request, pk: int):
+        session = get_object_or_404(BoardSession, pk=pk)
+        data = SummaryInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        case = Case.objects.filter(pk=data.validated_data["case"]).first()
+        if case is None:
+            return _bad("Unknown case.", status.HTTP_404_NOT_FOUND)
+        try:
+            record = services.board_summary_create(session=session, user=request.user, case=case)
+        except services.BoardError as exc:
+            return _bad(str(exc))
+        return Response(record_data(record), status=status.HTTP_201_CREATED)

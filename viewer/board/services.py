@@ -1,0 +1,296 @@
+"""Writes of tumour-board sessions: create, join, driver state, handover, board record files."""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
+from django.db import transaction
+from django.utils import timezone
+
+from viewer.board.models import BoardItem, BoardParticipant, BoardRecord, BoardSession, RecordKind
+from viewer.board.selectors import STATE_CACHE_TIMEOUT, board_state_cache_key
+from viewer.models import Case, Role, Slide, SlideStatus, Stain
+from viewer.services.audit import audit_record
+from viewer.services.roles import user_has_role
+
+logger = logging.getLogger(__name__)
+
+MAX_PLAYLIST = 50
+MAX_SNAPSHOT_SIDE = 4096
+MAX_READ_PIXELS = 64_000_000  # pixels read from the chosen pyramid level for one snapshot
+
+
+class BoardError(ValueError):
+    """A request the board cannot carry out (bad input); the message is shown to the user."""
+
+
+class BoardPermissionError(PermissionError):
+    pass
+
+
+def user_can_present(user) -> bool:
+    """Presenters and admins make sessions (and so drive them)."""
+    return user_has_role(user, Role.PRESENTER, Role.ADMIN)
+
+
+def user_can_record(user) -> bool:
+    """Snapshots and summaries for the board record: any role (not a user without one)."""
+    return user_has_role(user, Role.PRESENTER, Role.PATHOLOGIST, Role.ADMIN)
+
+
+def board_create(*, user, cases: list[Case], title: str = "") -> BoardSession:
+    if not user_can_present(user):
+        raise BoardPermissionError("Only presenters and admins can start a tumour board.")
+    unique: list[Case] = []
+    for case in cases:
+        if case not in unique:
+            unique.append(case)
+    if not unique:
+        raise BoardError("A tumour board needs at least one case.")
+    if len(unique) > MAX_PLAYLIST:
+        raise BoardError(f"At most {MAX_PLAYLIST} cases per session.")
+    title = (title or "").strip()[:200] or f"Tumour board {timezone.now():%Y-%m-%d}"
+    with transaction.atomic():
+        session = BoardSession.objects.create(title=title, presenter=user, driver=user)
+        BoardItem.objects.bulk_create(
+            [BoardItem(session=session, case=case, position=i) for i, case in enumerate(unique)])
+        BoardParticipant.objects.create(session=session, user=user)
+        audit_record(user=user, action="board.create", case=unique[0],
+                     detail={"session": session.pk, "cases": [c.pk for c in unique]})
+    return session
+
+
+def board_join(*, session: BoardSession, user) -> BoardParticipant:
+    participant, created = BoardParticipant.objects.get_or_create(session=session, user=user)
+    if not created:
+        participant.save(update_fields=["last_seen"])
+    return participant
+
+
+def board_state_store(*, session_id: int, session_key: str, state: dict, seq: int, persist: bool) -> None:
+    """Keep the latest state for late joiners: always in the cache (Redis in scale-out, so every
+    web process sees it), and in the session row when `persist` (throttled by the consumer)."""
+    cache.set(board_state_cache_key(session_key), {"state": state, "seq": seq}, STATE_CACHE_TIMEOUT)
+    if persist:
+        BoardSession.objects.filter(pk=session_id, state_seq__lte=seq).update(
+            state=state, state_seq=seq, state_at=timezone.now())
+
+
+def board_handover(*, session: BoardSession, by, to_user_id) -> "settings.AUTH_USER_MODEL":
+    """The driver (or the presenter, taking it back) hands the controls to another user."""
+    session.refresh_from_db(fields=["driver", "ended_at"])
+    if by.pk not in (session.driver_id, session.presenter_id):
+        raise BoardPermissionError("Only the driver or the presenter can hand over.")
+    try:
+        target = get_user_model().objects.get(pk=int(to_user_id), is_active=True)
+    except (TypeError, ValueError, get_user_model().DoesNotExist):
+        raise BoardError("No such user to hand over to.") from None
+    previous = session.driver_id
+    session.driver = target
+    session.save(update_fields=["driver"])
+    BoardParticipant.objects.get_or_create(session=session, user=target)
+    audit_record(user=by, action="board.handover",
+                 detail={"session": session.pk, "from": previous, "to": target.pk})
+    return target
+
+
+def board_end(*, session: BoardSession, user) -> None:
+    if user.pk != session.presenter_id and not user_has_role(user, Role.ADMIN):
+        raise BoardPermissionError("Only the presenter or an admin can end the session.")
+    session.ended_at = timezone.now()
+    session.save(update_fields=["ended_at"])
+    audit_record(user=user, action="board.end", detail={"session": session.pk})
+
+
+# --- board record files --------------------------------------------------------------------
+
+def board_dir(session: BoardSession) -> Path:
+    folder = Path(settings.LADDER_DATA_DIR) / "board" / session.key
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _write_atomic(folder: Path, name: str, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, folder / name)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _session_case(session: BoardSession, case: Case) -> None:
+    if not session.items.filter(case=case).exists():
+        raise BoardError("That case is not on this session's playlist.")
+
+
+def _overlay_region(slide: Slide, layers: list[str], x, y, width, height, out_width, out_height):
+    """The lead's overlay renderer when it exists (viewer.overlays.overlay_render_region), else None."""
+    if not layers:
+        return None
+    try:
+        from viewer.overlays import overlay_render_region
+    except ImportError:
+        return None
+    try:
+        return overlay_render_region(slide, list(layers), x, y, width, height, out_width, out_height)
+    except Exception:  # noqa: BLE001 - the snapshot still has value without its overlay; the record says so
+        logger.exception("snapshot of slide %s: overlay rendering failed", slide.pk)
+        return None
+
+
+def board_snapshot_create(*, session: BoardSession, user, slide: Slide, x: float, y: float, width: float,
+                          height: float, out_width: int, out_height: int | None = None, caption: str = "",
+                          layers: list[str] | None = None, overlay_opacity: float = 1.0) -> BoardRecord:
+    """A PNG of a slide region (level-0 px) at the given output size, with overlays and a caption."""
+    from analysis.core.slides import SlideReader
+    from viewer.board.render import png_bytes, snapshot_compose
+
+    if not user_can_record(user):
+        raise BoardPermissionError("Your account has no role that may add to the board record.")
+    _session_case(session, slide.case)
+    if slide.status != SlideStatus.READY:
+        raise BoardError("The slide is not ready.")
+    values = [x, y, width, height]
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+        raise BoardError("The viewport must be four finite numbers.")
+    # Clip to the slide; the view may hang over its edges.
+    x0, y0 = max(0.0, float(x)), max(0.0, float(y))
+    x1, y1 = min(float(slide.width), float(x) + float(width)), min(float(slide.height), float(y) + float(height))
+    if x1 - x0 < 1 or y1 - y0 < 1:
+        raise BoardError("The viewport does not overlap the slide.")
+    region_w, region_h = x1 - x0, y1 - y0
+    out_width = int(out_width)
+    if out_height is None:
+        out_height = round(out_width * region_h / region_w)
+    out_height = int(out_height)
+    if not (16 <= out_width <= MAX_SNAPSHOT_SIDE and 16 <= out_height <= MAX_SNAPSHOT_SIDE):
+        raise BoardError(f"The output size must be 16 to {MAX_SNAPSHOT_SIDE} px on each side.")
+    reader = SlideReader(Path(slide.file_path))
+    try:
+        downsample = max(region_w / out_width, region_h / out_height)
+        level_ds = reader.level_downsamples[reader.best_level_for_downsample(downsample)]
+        if (region_w / level_ds) * (region_h / level_ds) > MAX_READ_PIXELS:
+            raise BoardError("That region is too large for the slide's pyramid at this output size.")
+        ix, iy = int(round(x0)), int(round(y0))
+        iw, ih = max(1, int(round(region_w))), max(1, int(round(region_h)))
+        region = reader.read_scaled(x=ix, y=iy, width=iw, height=ih, out_width=out_width, out_height=out_height)
+    finally:
+        reader.close()
+    overlay = _overlay_region(slide, layers or [], ix, iy, iw, ih, out_width, out_height)
+    case = slide.case
+    caption = (caption or "").strip()[:500]
+    um_per_px = slide.mpp_x * iw / out_width if slide.mpp_x else None
+    subtitle = (f"{case.case_id}{' (synthetic demo)' if case.is_demo else ''} · {slide.get_stain_display()} "
+                f"{slide.name} · x {ix}, y {iy}, {iw} × {ih} px level 0 · {session} · "
+                f"{timezone.now():%Y-%m-%d %H:%M} UTC")
+    image = snapshot_compose(region=region, overlay=overlay, caption=caption, subtitle=subtitle,
+                             um_per_px=um_per_px, overlay_opacity=float(overlay_opacity))
+    data = png_bytes(image)
+    record = BoardRecord.objects.create(
+        session=session, case=case, slide=slide, kind=RecordKind.SNAPSHOT, caption=caption,
+        viewport={"x": ix, "y": iy, "width": iw, "height": ih, "out_width": out_width, "out_height": out_height,
+                  "layers": list(layers or []), "overlay": overlay is not None},
+        file_name="", size_bytes=len(data), created_by=user)
+    record.file_name = f"snapshot-{record.pk}.png"
+    _write_atomic(board_dir(session), record.file_name, data)
+    record.save(update_fields=["file_name"])
+    audit_record(user=user, action="board.snapshot", case=case, slide=slide,
+                 detail={"session": session.pk, "record": record.pk})
+    return record
+
+
+def _review_items(case: Case) -> tuple[list[dict] | None, list[dict] | None]:
+    """Reviews and annotations from the review module, if it offers them (else None)."""
+    try:
+        from viewer.review import selectors as review_selectors
+    except ImportError:
+        return None, None
+    reviews = annotations = None
+    if hasattr(review_selectors, "case_reviews"):
+        reviews = [{"text": _describe(r)} for r in review_selectors.case_reviews(case)]
+    if hasattr(review_selectors, "slide_annotations"):
+        annotations = []
+        for slide in case.slides.all():
+            annotations += [{"text": f"{slide.get_stain_display()}: {_describe(a)}"}
+                            for a in review_selectors.slide_annotations(slide)]
+    return reviews, annotations
+
+
+def _describe(item) -> str:
+    if isinstance(item, dict):
+        return "; ".join(f"{k}: {v}" for k, v in item.items() if k not in {"id", "geometry", "body", "target"})
+    parts = []
+    for field in ("created_by", "user", "author", "verdict", "agreement", "decision", "label", "comment", "text",
+                  "created_at"):
+        value = getattr(item, field, None)
+        if value not in (None, ""):
+            parts.append(f"{field.replace('_', ' ')}: {value}")
+    return "; ".join(parts) or str(item)
+
+
+def board_summary_create(*, session: BoardSession, user, case: Case) -> BoardRecord:
+    """The PDF summary of one case for the board record."""
+    from PIL import Image
+
+    from analysis.core.slides import SlideReader
+    from viewer.board.render import summary_pdf
+    from viewer.selectors import case_score_panel
+
+    if not user_can_record(user):
+        raise BoardPermissionError("Your account has no role that may add to the board record.")
+    _session_case(session, case)
+    rows = [("Case", f"{case.case_id}{' (synthetic demo, not a patient)' if case.is_demo else ''}"),
+            ("Age", case.age or "-"),
+            ("Clinical TN", f"{case.clinical_t or 'T?'} {case.clinical_n or 'N?'}"),
+            ("Stage", case.clinical_stage or "-"),
+            ("ER / PR / HR", " / ".join(s or "-" for s in (case.get_er_status_display(), case.get_pr_status_display(),
+                                                          case.get_hr_status_display()))),
+            ("HER2 IHC", case.her2_ihc or "-"), ("Grade", case.grade or "-"), ("Regimen", case.regimen or "-"),
+            ("pCR", "unknown" if case.pcr is None else ("yes" if case.pcr else "no (residual disease)"))]
+    panel = case_score_panel(case)
+    score = None
+    if panel is not None:
+        s = panel["score"]
+        score = {"status": s.status, "message": s.message, "score": s.score, "risk_group": s.risk_group,
+                 "probability_pcr": s.probability_pcr, "implication": panel.get("implication", ""),
+                 "model": f"{panel['model'].name} {getattr(panel['model'], 'version_label', '')}".strip(),
+                 "attributions": panel.get("attributions", [])}
+    thumbnails = []
+    for stain in (Stain.HE, Stain.IHC):
+        slide = case.slide_for(stain)
+        if slide is None or slide.status != SlideStatus.READY:
+            continue
+        reader = SlideReader(Path(slide.file_path))
+        try:
+            thumbnails.append((f"{slide.get_stain_display()} · {slide.name} · {slide.width} × {slide.height} px",
+                               reader.thumbnail_image(512)))
+        finally:
+            reader.close()
+    reviews, annotations = _review_items(case)
+    folder = board_dir(session)
+    snapshots = []
+    for record in session.records.filter(case=case, kind=RecordKind.SNAPSHOT).order_by("created_at")[:12]:
+        path = folder / record.file_name
+        if path.exists():
+            with Image.open(path) as image:
+                snapshots.append((record.caption or f"Snapshot {record.pk}", image.copy()))
+    data = summary_pdf(title=f"{case.case_id} · {session}", case={"case_id": case.case_id, "rows": rows},
+                       score=score, thumbnails=thumbnails, reviews=reviews, annotations=annotations,
+                       snapshots=snapshots, made_by=user.get_username(), made_at=timezone.now())
+    record = BoardRecord.objects.create(session=session, case=case, kind=RecordKind.SUMMARY,
+                                        caption=f"Case summary {case.case_id}", file_name="",
+                                        size_bytes=len(data), created_by=user)
+    record.file_name = f"summary-{record.pk}-{case.case_id}.pdf"
+    _write_atomic(folder, record.file_name, data)
+    record.save(update_fields=["file_name"])
+    audit_record(user=user, action="board.summary", case=case, detail={"session": session.pk, "record": record.pk})
+    return record
