@@ -1,0 +1,47 @@
+"""{% review_panel case %}: the context of the review panel on the case page."""
+from __future__ import annotations
+
+from django import template
+from django.urls import reverse
+
+from viewer.models import Her2Score
+from viewer.review import selectors
+from viewer.review.models import ExpectedResponse, Review
+from viewer.services.roles import user_can_edit_cases
+
+register = template.Library()
+
+
+@register.inclusion_tag("review/_panel.html", takes_context=True)
+def review_panel(context, case):
+    request = context["request"]
+    user = request.user
+    mine = Review.objects.filter(case=case, reviewer=user).select_related("reviewer").first()
+    mine_json = selectors.review_json(mine, case=case)
+    others = [r for r in selectors.case_reviews(case) if r.reviewer_id != user.pk]
+    slides = [s for s in (case.slide_for("he"), case.slide_for("ihc")) if s is not None]
+    can_edit = user_can_edit_cases(user)
+    config = {
+        "case": case.pk,
+        "reviewUrl": reverse("api-case-review-mine", args=[case.pk]),
+        "labelsUrl": reverse("api-annotation-labels"),
+        "canAnnotate": can_edit,
+        "user": user.get_username(),
+        "isAdmin": bool(context.get("is_admin")),
+        "slides": [{"id": s.pk, "stain": s.stain, "label": s.get_stain_display(),
+                    "annotationsUrl": reverse("api-slide-annotations", args=[s.pk]),
+                    "importUrl": reverse("api-slide-annotations-import", args=[s.pk])} for s in slides],
+        "labels": [{"name": label.name, "color": label.color} for label in selectors.annotation_labels()],
+    }
+    return {
+        "case": case,
+        "mine": mine_json,
+        "others": others,
+        "can_review": can_edit,
+        "slides": slides,
+        "expected_choices": ExpectedResponse.choices,
+        "her2_choices": Her2Score.choices,
+        "labels": config["labels"],
+        "review_config": config,
+        "request": request,
+    }
