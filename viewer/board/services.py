@@ -293,4 +293,7 @@ def board_summary_create(*, session: BoardSession, user, case: Case) -> BoardRec
     _write_atomic(folder, record.file_name, data)
     record.save(update_fields=["file_name"])
     audit_record(user=user, action="board.summary", case=case, detail={"session": session.pk, "record": record.pk})
+    from viewer.review.services import case_mark_discussed
+
+    case_mark_discussed(case=case, user=user)  # its summary is in the board record: discussed
     return record
