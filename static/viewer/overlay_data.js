@@ -157,14 +157,15 @@ export function samePair(a, b) {
 /**
  * Which records a feature's source cells are: from /api/features/<name>/ and the
  * layers of the slide. Returns {pane: 'he'|'ihc'|null, classMask, her2Mask, pairMask,
- * layers: [names to show]} where masks are bit sets over codes (0 = no constraint for
- * her2Mask, 0 = nothing for classMask/pairMask).
+ * partnerClassMask, partnerHer2Mask, layers: [names to show]}: bit sets over codes. A cell
+ * is a source cell when its class is in classMask and (her2Mask is 0 or its grade is in
+ * it), or the same with the partner masks; an edge when its code is in pairMask.
  */
 export function highlightMasks(feature, layers) {
   const source = feature && feature.source_cells;
   const group = feature && feature.group;
-  const result = { pane: group === 'he' || group === 'ihc' ? group : null, classMask: 0, her2Mask: 0, pairMask: 0,
-    layers: [], empty: !source };
+  const result = { pane: group === 'he' || group === 'ihc' ? group : null, classMask: 0, her2Mask: 0,
+    partnerClassMask: 0, partnerHer2Mask: 0, pairMask: 0, layers: [], empty: !source };
   if (!source) return result;
   const codeOf = (keys, list) => {
     let mask = 0;
@@ -176,11 +177,15 @@ export function highlightMasks(feature, layers) {
   };
   const cells = source.cells || {};
   const partners = source.partners || {};
-  result.classMask = codeOf(CLASS_KEYS, [...(cells.cls || []), ...(partners.cls || [])]);
-  result.her2Mask = codeOf(HER2_KEYS, [...(cells.her2_class || []), ...(partners.her2_class || [])]);
+  // Two selectors: the feature's cells, and (graph features) their partners; a HER2 mask
+  // of 0 means "any grade".
+  result.classMask = codeOf(CLASS_KEYS, cells.cls);
+  result.her2Mask = codeOf(HER2_KEYS, cells.her2_class);
+  result.partnerClassMask = codeOf(CLASS_KEYS, partners.cls);
+  result.partnerHer2Mask = codeOf(HER2_KEYS, partners.her2_class);
   const byKind = (kind) => (layers || []).find((layer) => layer.kind === kind);
-  if (result.her2Mask && byKind('her2')) result.layers.push(byKind('her2').name);
-  else if (result.classMask && byKind('cells')) result.layers.push(byKind('cells').name);
+  if ((result.classMask || result.partnerClassMask) && byKind('cells')) result.layers.push(byKind('cells').name);
+  if ((result.her2Mask || result.partnerHer2Mask) && byKind('her2')) result.layers.push(byKind('her2').name);
   const edges = byKind('edges');
   if (source.pair_type && edges) {
     for (const entry of edges.legend || []) {

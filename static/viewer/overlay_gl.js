@@ -17,9 +17,14 @@ uniform int u_mode;        // 0 cell classes, 1 HER2 grade (rings)
 uniform int u_highlight;   // 1: dim what is not in the masks
 uniform uint u_classMask;
 uniform uint u_her2Mask;
+uniform uint u_classMask2;
+uniform uint u_her2Mask2;
 uniform uint u_hover;
 out vec4 v_color;
 flat out int v_hover;
+bool selected(uint cls, uint h, uint classMask, uint her2Mask) {
+  return ((classMask >> cls) & 1u) == 1u && (her2Mask == 0u || (h < 15u && ((her2Mask >> h) & 1u) == 1u));
+}
 void main() {
   uint cls = a_packed & 15u;
   uint h = (a_packed >> 4) & 15u;
@@ -29,8 +34,7 @@ void main() {
   float size = u_size;
   if (u_mode == 1 && h == 15u) alpha = 0.0;
   if (u_highlight == 1) {
-    bool hit = ((u_classMask >> cls) & 1u) == 1u
-      && (u_her2Mask == 0u || (h < 15u && ((u_her2Mask >> h) & 1u) == 1u));
+    bool hit = selected(cls, h, u_classMask, u_her2Mask) || selected(cls, h, u_classMask2, u_her2Mask2);
     if (hit && c.a > 0.0) { alpha = max(u_opacity, 0.9); size *= 1.4; } else { alpha *= 0.12; }
   }
   v_hover = (id == u_hover && u_hover != 0u) ? 1 : 0;
@@ -41,7 +45,8 @@ void main() {
 }`;
 
 const CELL_FS = `#version 300 es
-precision mediump float;
+precision highp float;
+precision highp int;
 in vec4 v_color;
 flat in int v_hover;
 uniform int u_mode;
@@ -112,7 +117,7 @@ export class OverlayRenderer {
   /** Throws when WebGL2 is not available (the caller then keeps the PNG tiles). */
   constructor(canvas) {
     this.canvas = canvas;
-    const gl = canvas.getContext('webgl2', { premultipliedAlpha: false, antialias: true, alpha: true });
+    const gl = canvas.getContext('webgl2', { premultipliedAlpha: false, antialias: false, alpha: true, powerPreference: 'high-performance' });
     if (!gl) throw new Error('WebGL2 is not available');
     this.gl = gl;
     this.cellProgram = compile(gl, CELL_VS, CELL_FS);
@@ -167,7 +172,8 @@ export class OverlayRenderer {
   /**
    * Draw. transform: {a, b, c, d, e, f}: element x = a*x + c*y + e, y = b*x + d*y + f
    * (level-0 px -> CSS px of the canvas). draws: [{name, palette (Float32Array 64),
-   * opacity, pointSize, highlight: null | {classMask, her2Mask, pairMask}, hoverId}]
+   * opacity, pointSize, highlight: null | {classMask, her2Mask, partnerClassMask, partnerHer2Mask,
+   * pairMask}, hoverId}]
    * in drawing order.
    */
   draw(transform, draws) {
@@ -208,6 +214,8 @@ export class OverlayRenderer {
         gl.uniform1i(p.uniforms.u_highlight, highlight ? 1 : 0);
         gl.uniform1ui(p.uniforms.u_classMask, highlight ? highlight.classMask >>> 0 : 0);
         gl.uniform1ui(p.uniforms.u_her2Mask, highlight ? highlight.her2Mask >>> 0 : 0);
+        gl.uniform1ui(p.uniforms.u_classMask2, highlight ? (highlight.partnerClassMask || 0) >>> 0 : 0);
+        gl.uniform1ui(p.uniforms.u_her2Mask2, highlight ? (highlight.partnerHer2Mask || 0) >>> 0 : 0);
         gl.uniform1ui(p.uniforms.u_hover, (item.hoverId || 0) >>> 0);
         gl.bindVertexArray(batch.vao);
         gl.drawArrays(gl.POINTS, 0, batch.count);

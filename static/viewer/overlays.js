@@ -10,7 +10,7 @@
  *
  * window.caseOverlays = {ready, layers(i), setVisible(i, name, on), setOpacity(i, name, o),
  *   setHidden(i, name, key, hidden), highlightFeature(name), clearHighlight(), getState(),
- *   setState(state), inspect(i, cellId), status(i)}
+ *   setState(state), selectAttribution(name), inspect(i, cellId), status(i)}
  */
 import {
   CLASS_KEYS, HER2_KEYS, HER2_NONE, boundsOf, cellAt, cellGrid, clipRect, highlightMasks, legendPalette,
@@ -22,6 +22,7 @@ const RECORD_KINDS = new Set(['cells', 'her2', 'edges']);
 const DRAW_ORDER = { density: 0, edges: 1, cells: 2, her2: 3 };
 const FETCH_MARGIN = 0.5;      // fetch the view grown by half its size on each side
 const REFRESH_DELAY_MS = 160;  // debounce of the refetch after pan / zoom
+const REFRESH_THROTTLE_MS = 300; // refetch while still panning, when the view left the records
 const HOVER_RADIUS_PX = 6;
 
 function el(tag, { className, text, attrs } = {}, children = []) {
@@ -240,7 +241,7 @@ class PaneOverlays {
     else if (this.highlight && state.visible) {
       opacity *= this.highlight.layers.includes(name) ? 1 : 0.3;
     }
-    item.setOpacity(opacity);
+    if (item.getOpacity() !== opacity) item.setOpacity(opacity);
   }
 
   /** 'records' when WebGL draws this layer over the whole view, else 'tiles' (or 'off'). */
@@ -265,14 +266,35 @@ class PaneOverlays {
   }
 
   scheduleRefresh(delay = REFRESH_DELAY_MS) {
+    // Panning past the fetched records: refetch now (at most every REFRESH_THROTTLE_MS), not only at rest.
+    const now = performance.now();
+    if (delay && now - (this._lastEager || 0) > REFRESH_THROTTLE_MS && this._recordsStale()) {
+      this._lastEager = now;
+      for (const layer of this.layers) {
+        if (RECORD_KINDS.has(layer.kind) && this.state.get(layer.name).visible) this._refreshLayer(layer);
+      }
+    }
     clearTimeout(this._refreshTimer);
     this._refreshTimer = setTimeout(() => {
       for (const layer of this.layers) {
         if (RECORD_KINDS.has(layer.kind) && this.state.get(layer.name).visible) this._refreshLayer(layer);
       }
       for (const layer of this.layers) this._updateTileOpacity(layer.name);
+      this._updateBanner();
       this.draw();
     }, delay);
+  }
+
+  /** Some visible layer holds records that no longer cover the view. */
+  _recordsStale() {
+    if (!this.records.size) return false;
+    const view = this.viewRect();
+    if (!view) return false;
+    const seen = clipRect(view, this.slideSize.width, this.slideSize.height);
+    for (const [name, records] of this.records) {
+      if (!rectContains(records.rect, seen) && !this.fetching.has(name)) return true;
+    }
+    return false;
   }
 
   _refreshLayer(layer) {
@@ -317,6 +339,7 @@ class PaneOverlays {
       this.records.set(layer.name, { rect, parsed, grid });
       this.fetchCount += 1;
       this._updateTileOpacity(layer.name);
+      this._updateBanner();
       this.draw();
     } catch (error) {
       if (error.name !== 'AbortError') console.warn(`overlay records ${layer.name}: ${error.message}`);
@@ -356,6 +379,10 @@ class PaneOverlays {
     if (!this.renderer) return;
     const t = this.transform();
     if (!t) return;
+    if (this.records.size && this.tiled.size) {
+      // The view left the records mid-pan: the PNG tiles fill in until the refetch lands.
+      for (const name of this.records.keys()) this._updateTileOpacity(name);
+    }
     const draws = [];
     const layers = [...this.layers].sort((a, b) => (DRAW_ORDER[a.kind] ?? 9) - (DRAW_ORDER[b.kind] ?? 9));
     for (const layer of layers) {
@@ -531,17 +558,32 @@ class PaneOverlays {
   // ---- highlight
 
   setHighlight(masks, featureName) {
+    const previous = this.highlight;
     this.highlight = masks;
-    if (masks) {
-      for (const name of masks.layers) {
-        if (!this.state.get(name).visible) this.setVisible(name, true);
+    if (previous && previous.switchedOn) {
+      // Layers the previous highlight switched on go off again (unless the new one needs them).
+      for (const name of previous.switchedOn) {
+        if (!(masks && masks.layers.includes(name)) && this.state.get(name)) this.setVisible(name, false);
       }
-      const zoomNote = masks.layers.some((name) => this.mode(name) === 'tiles') ? ' · zoom in to single out the cells' : '';
+    }
+    if (masks) {
+      masks.switchedOn = [];
+      for (const name of masks.layers) {
+        if (!this.state.get(name).visible) {
+          this.setVisible(name, true);
+          masks.switchedOn.push(name);
+        } else if (previous && previous.switchedOn && previous.switchedOn.includes(name)) {
+          masks.switchedOn.push(name);
+        }
+      }
       const what = [];
-      if (masks.classMask) what.push(CLASS_KEYS.filter((_, i) => masks.classMask & (1 << i)).join(', '));
-      if (masks.her2Mask) what.push(HER2_KEYS.filter((_, i) => masks.her2Mask & (1 << i)).join(', ').replace(/_/g, ' '));
+      const names = (keys, mask) => keys.filter((_, i) => mask & (1 << i)).join(', ').replace(/_/g, ' ');
+      if (masks.classMask) what.push(names(CLASS_KEYS, masks.classMask) + (masks.her2Mask ? ` (${names(HER2_KEYS, masks.her2Mask)})` : ''));
+      if (masks.partnerClassMask) what.push(`with ${names(CLASS_KEYS, masks.partnerClassMask)}`
+        + (masks.partnerHer2Mask ? ` (${names(HER2_KEYS, masks.partnerHer2Mask)})` : ''));
       if (masks.pair) what.push(`edges ${masks.pair}`);
-      this.banner.replaceChildren(el('span', { text: `${featureName}: ${what.join(' · ') || 'source cells'}${zoomNote}` }));
+      this.banner.replaceChildren(el('span', { text: `${featureName}: ${what.join(' · ') || 'source cells'}` }),
+        el('span', { className: 'ov-zoom-note', text: ' · zoom in to single out the cells', attrs: { hidden: '' } }));
       const clear = el('button', { text: 'Clear', attrs: { type: 'button' } });
       clear.addEventListener('click', () => this.manager.clearHighlight());
       this.banner.append(clear);
@@ -550,7 +592,16 @@ class PaneOverlays {
       this.banner.setAttribute('hidden', '');
     }
     for (const layer of this.layers) this._updateTileOpacity(layer.name);
+    this._updateBanner();
     this.draw();
+  }
+
+  /** The "zoom in" note shows while a highlighted layer is drawn from PNG tiles. */
+  _updateBanner() {
+    const note = this.banner.querySelector('.ov-zoom-note');
+    if (!note || !this.highlight) return;
+    const tiles = this.highlight.layers.some((name) => this.mode(name) === 'tiles' && !this.fetching.has(name));
+    if (tiles) note.removeAttribute('hidden'); else note.setAttribute('hidden', '');
   }
 
   // ---- panel
@@ -694,7 +745,7 @@ class CaseOverlays {
     const masks = highlightMasks(feature, pane.layers);
     masks.pair = feature.source_cells?.pair_type || null;
     masks.feature = name;
-    if (masks.empty || (!masks.classMask && !masks.pairMask && !masks.her2Mask) || !masks.layers.length) {
+    if (masks.empty || (!masks.classMask && !masks.partnerClassMask && !masks.pairMask) || !masks.layers.length) {
       this._notice(name, pane.layers.length ? 'no matching layer' : 'the slide has no analysis yet');
       return { pane: pane.index, feature, masks };
     }
@@ -733,7 +784,23 @@ class CaseOverlays {
     };
   }
 
+  /** Apply a state from getState() (e.g. the tumour board's). Never rejects: problems are logged. */
   async setState(state) {
+    try {
+      await this._setState(state);
+    } catch (error) {
+      console.warn(`overlays: setState: ${error.message || error}`);
+    }
+  }
+
+  /** The tumour board's attribution list: highlight `name` (null clears). Never rejects. */
+  selectAttribution(name) {
+    if (!name) { this.clearHighlight(); return Promise.resolve(null); }
+    if (name === this.highlightName) return Promise.resolve(null);
+    return this.highlightFeature(name).catch((error) => { console.warn(`overlays: ${error.message || error}`); return null; });
+  }
+
+  async _setState(state) {
     if (!state) return;
     await this.ready;
     (state.panes || []).forEach((layers, index) => {
@@ -761,7 +828,9 @@ class CaseOverlays {
       glError: pane.glError,
       fetches: pane.fetchCount,
       highlight: pane.highlight ? { feature: pane.highlight.feature, classMask: pane.highlight.classMask,
-        her2Mask: pane.highlight.her2Mask, pairMask: pane.highlight.pairMask, layers: [...pane.highlight.layers] } : null,
+        her2Mask: pane.highlight.her2Mask, partnerClassMask: pane.highlight.partnerClassMask,
+        partnerHer2Mask: pane.highlight.partnerHer2Mask, pairMask: pane.highlight.pairMask,
+        layers: [...pane.highlight.layers] } : null,
       hover: pane.hoverId,
       inspected: pane.selected ? pane.selected.id : null,
       layers: Object.fromEntries(pane.layers.map((layer) => {

@@ -41,6 +41,9 @@ def live_site():
     data_dir = tempfile.mkdtemp(prefix="ladder-e2e-")
     env = {**os.environ, "LADDER_DATA_DIR": data_dir, "PYTHONUNBUFFERED": "1"}
     env.pop("LADDER_DB_PATH", None)
+    # The served site runs its own jobs (the demo analyses) with the embedded worker, also in the
+    # scale-out run, where REDIS_URL still makes the cache and channel layer Redis.
+    env["LADDER_JOB_BACKEND"] = "embedded"
     if env.get("DATABASE_URL"):  # scale-out run: a database of its own, not the test database
         env["DATABASE_URL"] = env["DATABASE_URL"].rsplit("/", 1)[0] + "/ladder_e2e"
         _recreate_postgres_database(env["DATABASE_URL"])
