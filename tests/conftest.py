@@ -137,18 +137,24 @@ def live_worker(child_env):
                        "--concurrency", "1", "--pool", "solo", "-Q", settings.CELERY_TASK_DEFAULT_QUEUE]
         else:
             command = [sys.executable, "manage.py", "worker", "--poll", "0.2"]
-        process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=child_env)
+        # A process group of its own: Celery's beat is a child process, and a killed worker must not
+        # leave it behind (tests kill the whole group, as a machine or container dying would).
+        process = subprocess.Popen(command, cwd=PROJECT_ROOT, env=child_env, start_new_session=True)
         started.append(process)
         return process
 
     yield start
+    import os
+    import signal
+
     for process in started:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=10)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 @pytest.fixture(scope="session")

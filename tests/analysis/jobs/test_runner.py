@@ -1,6 +1,7 @@
 """The job system with a real worker process: progress, failure, cancel, retry, dead workers."""
 from __future__ import annotations
 
+import os
 import signal
 import time
 
@@ -60,12 +61,12 @@ def test_killed_worker_job_is_retried_then_failed(live_worker, case, settings):
     worker = live_worker()
     job = job_enqueue(kind=JobKind.SELFTEST, case=case, params={"seconds": 60}, max_attempts=2)
     wait_for(lambda: job_status(job) == JobStatus.RUNNING)
-    worker.send_signal(signal.SIGKILL)
+    os.killpg(worker.pid, signal.SIGKILL)  # the worker and its children die at once
     worker.wait()
     second = live_worker()  # reaps after LADDER_JOB_HEARTBEAT_TIMEOUT and re-runs the job
     wait_for(lambda: job_status(job) == JobStatus.RUNNING and job.attempts == 2, timeout=settings.LADDER_JOB_HEARTBEAT_TIMEOUT + 30)
     assert "stopped responding" in job.log and "retrying" in job.log
-    second.send_signal(signal.SIGKILL)
+    os.killpg(second.pid, signal.SIGKILL)
     second.wait()
     live_worker()
     wait_for(lambda: job_status(job) == JobStatus.FAILED, timeout=settings.LADDER_JOB_HEARTBEAT_TIMEOUT + 30)
