@@ -7,6 +7,8 @@ import math
 
 from asgiref.sync import sync_to_async
 from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -21,6 +23,7 @@ def _number(request, name: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+@extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
 class OverlayViewportView(APIView):
     """GET ?x=&y=&width=&height= (level-0 px): 12-byte cell or 20-byte edge records."""
 
@@ -43,6 +46,7 @@ class OverlayViewportView(APIView):
         return response
 
 
+@extend_schema(responses=OpenApiTypes.OBJECT)
 class CellDetailView(APIView):
     """GET: one cell's values, contour, morphology, HER2 and graph metrics (?by=row: row position)."""
 
@@ -55,6 +59,7 @@ class CellDetailView(APIView):
         return Response(detail)
 
 
+@extend_schema(responses=OpenApiTypes.OBJECT)
 class FeatureSourceView(APIView):
     """GET: a model input's group, definition, unit and source cells/pair type."""
 

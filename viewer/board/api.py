@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import serializers, status
 from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthenticated
 from rest_framework.response import Response
@@ -81,6 +83,10 @@ def _bad(message: str, code=status.HTTP_400_BAD_REQUEST) -> Response:
     return Response({"detail": message}, status=code)
 
 
+@extend_schema_view(
+    get=extend_schema(operation_id="boards_list", responses=OpenApiTypes.OBJECT),
+    post=extend_schema(operation_id="boards_create", request=BoardCreateInput, responses=OpenApiTypes.OBJECT),
+)
 class BoardListView(APIView):
     """GET: open sessions. POST {"cases": [case pks], "title"?}: a new session (presenters, admins)."""
 
@@ -106,6 +112,7 @@ class BoardListView(APIView):
         return Response(session_data(session), status=status.HTTP_201_CREATED)
 
 
+@extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
 class BoardDetailView(APIView):
     permission_classes = [IsAuthenticated]
 
@@ -113,6 +120,7 @@ class BoardDetailView(APIView):
         return Response(session_data(get_object_or_404(BoardSession, pk=pk)))
 
 
+@extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
 class BoardEndView(APIView):
     permission_classes = [IsAuthenticated]
 
@@ -125,6 +133,7 @@ class BoardEndView(APIView):
         return Response(session_data(session))
 
 
+@extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
 class BoardSnapshotView(APIView):
     """POST: a captioned PNG of a slide region (level-0 px) at an output size, stored in the session."""
 
@@ -146,6 +155,7 @@ class BoardSnapshotView(APIView):
         return Response(record_data(record), status=status.HTTP_201_CREATED)
 
 
+@extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
 class BoardSummaryView(APIView):
     """POST {"case": pk}: the case's PDF summary for the board record, stored in the session."""
 

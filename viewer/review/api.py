@@ -6,6 +6,8 @@ import json
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.decorators import api_view, parser_classes
 from rest_framework.exceptions import ValidationError
@@ -55,6 +57,7 @@ def _feature_parts(data) -> dict:
 
 # --- annotations ---------------------------------------------------------------------------
 
+@extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
 @api_view(["GET", "POST"])
 def slide_annotations(request, slide_id: int):
     """GET: the slide's annotations (JSON list). POST: one GeoJSON Feature (level-0 px,
@@ -76,6 +79,7 @@ def slide_annotations(request, slide_id: int):
     return Response(selectors.annotation_json(annotation, user=request.user), status=status.HTTP_201_CREATED)
 
 
+@extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
 @api_view(["GET"])
 def slide_annotations_geojson(request, slide_id: int):
     """The slide's annotations as one QuPath-readable FeatureCollection (level-0 px)."""
@@ -88,6 +92,7 @@ def slide_annotations_geojson(request, slide_id: int):
     return response
 
 
+@extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
 @api_view(["POST"])
 @parser_classes([JSONParser, MultiPartParser])
 def slide_annotations_import(request, slide_id: int):
@@ -111,6 +116,7 @@ def slide_annotations_import(request, slide_id: int):
     return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_400_BAD_REQUEST)
 
 
+@extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
 @api_view(["GET", "PATCH", "DELETE"])
 def annotation_detail(request, pk: int):
     annotation = get_object_or_404(Annotation.objects.select_related("label", "author", "slide__case"), pk=pk)
@@ -132,6 +138,7 @@ def annotation_detail(request, pk: int):
     return Response(selectors.annotation_json(annotation, user=request.user))
 
 
+@extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
 @api_view(["GET"])
 def annotation_history(request, pk: int):
     annotation = get_object_or_404(Annotation, pk=pk)
@@ -140,6 +147,7 @@ def annotation_history(request, pk: int):
                                    annotation.revisions.select_related("user").order_by("number")]})
 
 
+@extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
 @api_view(["POST"])
 def annotation_revert(request, pk: int):
     annotation = get_object_or_404(Annotation.objects.select_related("label", "slide__case"), pk=pk)
@@ -153,6 +161,7 @@ def annotation_revert(request, pk: int):
     return Response(selectors.annotation_json(annotation, user=request.user))
 
 
+@extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
 @api_view(["GET"])
 def annotation_label_list(request):
     return Response([{"name": label.name, "color": label.color} for label in selectors.annotation_labels()])
@@ -160,12 +169,14 @@ def annotation_label_list(request):
 
 # --- reviews ---------------------------------------------------------------------------------
 
+@extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
 @api_view(["GET"])
 def case_review_list(request, pk: int):
     case = get_object_or_404(Case, pk=pk)
     return Response([selectors.review_json(r, case=case) for r in selectors.case_reviews(case)])
 
 
+@extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
 @api_view(["GET", "PUT"])
 def case_review_mine(request, pk: int):
     """GET: your review of the case (version 0 when there is none). PUT: save it, with the
