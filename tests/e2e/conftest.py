@@ -80,7 +80,9 @@ def _recreate_postgres_database(database_url: str) -> None:
         connection.execute(f'CREATE DATABASE "{name}"')
 
 
-@pytest.fixture(scope="session")
+# Module scope: Playwright's sync API allows one running instance per thread, and the browser
+# tests in tests/frontend start their own after these modules have closed theirs.
+@pytest.fixture(scope="module")
 def browser():
     if not CHROMIUM.exists():
         pytest.skip(f"no Chromium at {CHROMIUM} (./test.sh installs Debian's chromium)")
