@@ -142,7 +142,9 @@ TEMPLATES = [
 
 # --- Database ---------------------------------------------------------------------------
 if os.environ.get("DATABASE_URL"):
-    DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"], conn_max_age=60)}
+    # conn_max_age 0: under ASGI every request runs its sync code on a thread of its own, so
+    # persistent connections would pile up (Django docs: use pooling, not CONN_MAX_AGE, with ASGI).
+    DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"], conn_max_age=0)}
 else:
     DATABASES = {
         "default": {
