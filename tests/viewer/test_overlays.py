@@ -2,11 +2,11 @@
 ASGI fast path), viewport records, the 413 cap, the cell inspector, feature sources, access."""
 from __future__ import annotations
 
-import asyncio
 import io
 
 import numpy as np
 import pytest
+
 from django.core.cache import caches
 from PIL import Image
 
@@ -16,8 +16,8 @@ from analysis.jobs.runner import job_claim, job_execute
 from analysis.models import JobStatus
 from analysis.results import run_path
 from analysis.services import analysis_enqueue
+from tests.viewer.asgi import asgi_get
 from viewer.models import Stain
-from viewer.tile_app import TileFastPath
 
 # Tiles are rendered on the tile thread pool, with its own database connections: data must be committed.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -44,22 +44,6 @@ def analysed(slide):
     return slide.runs.order_by("-created_at").first()
 
 
-def _asgi_get(path: str, headers: list[tuple[bytes, bytes]], query: bytes = b""):
-    scope = {"type": "http", "method": "GET", "path": path, "query_string": query, "headers": headers}
-    sent = []
-
-    async def receive():
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message):
-        sent.append(message)
-
-    async def fallback(scope, receive, send):
-        await send({"type": "http.response.start", "status": 599, "headers": []})
-        await send({"type": "http.response.body", "body": b"django"})
-
-    asyncio.run(TileFastPath(fallback)(scope, receive, send))
-    return sent[0]["status"], dict(sent[0]["headers"]), sent[1]["body"]
 
 
 def test_he_overlays(phantom_case, client_for, pathologist, settings):
@@ -112,9 +96,9 @@ def test_he_overlays(phantom_case, client_for, pathologist, settings):
 
     # the ASGI fast path answers the same URL, with the session cookie
     cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
-    status, headers, body = _asgi_get(url, [(b"cookie", cookie)])
+    status, headers, body = asgi_get(url, [(b"cookie", cookie)])
     assert status == 200 and headers[b"content-type"] == b"image/png" and body == tile.content
-    assert _asgi_get(url, [])[0] == 401
+    assert asgi_get(url, [])[0] == 401
 
     # viewport records = cells_in_rect of the same rectangle
     x, y, w, h = tumour.x - 300, tumour.y - 200, 600, 400

@@ -1,14 +1,13 @@
 """Tiles, DZI and thumbnails through Django's URLs and through the ASGI fast path."""
 from __future__ import annotations
 
-import asyncio
 import io
 
 import pytest
 from django.core.cache import caches
 from PIL import Image
 
-from viewer.tile_app import TileFastPath
+from tests.viewer.asgi import asgi_get
 
 # Tiles are rendered on the tile thread pool, with its own database connections: data must be committed.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -69,22 +68,6 @@ def test_no_route_serves_associated_images(client_for, pathologist, he_slide):
     assert "label" not in str(client.get(f"/api/slides/{he_slide.pk}/").json())
 
 
-def _asgi_get(app, path: str, headers: list[tuple[bytes, bytes]]):
-    scope = {"type": "http", "method": "GET", "path": path, "query_string": b"", "headers": headers}
-    sent = []
-
-    async def receive():
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message):
-        sent.append(message)
-
-    async def fallback(scope, receive, send):
-        await send({"type": "http.response.start", "status": 599, "headers": []})
-        await send({"type": "http.response.body", "body": b"django"})
-
-    asyncio.run(app(fallback)(scope, receive, send))
-    return sent[0]["status"], dict(sent[0]["headers"]), sent[1]["body"]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -95,14 +78,14 @@ def test_fast_path_authenticates_session_and_token(client, pathologist, he_slide
 
     forget_credentials()
     path = f"/slides/{he_slide.pk}_files/12/0_0.jpeg"
-    status, _, _ = _asgi_get(TileFastPath, path, [])
+    status, _, _ = asgi_get(path, [])
     assert status == 401
     client.force_login(pathologist)
     cookie = f"sessionid={client.cookies['sessionid'].value}".encode()
-    status, headers, body = _asgi_get(TileFastPath, path, [(b"cookie", cookie)])
+    status, headers, body = asgi_get(path, [(b"cookie", cookie)])
     assert status == 200 and headers[b"content-type"] == b"image/jpeg" and body[:2] == b"\xff\xd8"
     token = Token.objects.create(user=pathologist)
-    status, _, _ = _asgi_get(TileFastPath, path, [(b"authorization", f"Token {token.key}".encode())])
+    status, _, _ = asgi_get(path, [(b"authorization", f"Token {token.key}".encode())])
     assert status == 200
-    status, _, body = _asgi_get(TileFastPath, "/api/cases/", [])
+    status, _, body = asgi_get("/api/cases/", [])
     assert status == 599 and body == b"django"  # everything else goes to Django
