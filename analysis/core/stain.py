@@ -271,3 +271,19 @@ def dab_presence(
         eosin_fraction=eosin_fraction,
         looks_like=looks_like,
     )
+
+
+def otsu_threshold(values: np.ndarray) -> float:
+    """Otsu's threshold on a 256-bin histogram (vectorised; same as skimage's threshold_otsu).
+
+    Shared by nucleus segmentation (hematoxylin OD) and tissue detection (OD of the thumbnail).
+    """
+    counts, edges = np.histogram(values, bins=256)
+    centres = (edges[:-1] + edges[1:]) / 2
+    w0 = np.cumsum(counts).astype(np.float64)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(counts * centres)
+    mean0 = m0 / np.maximum(w0, 1)
+    mean1 = (m0[-1] - m0) / np.maximum(w1, 1)
+    between = w0 * w1 * (mean0 - mean1) ** 2
+    return float(centres[int(np.argmax(between[:-1]))])

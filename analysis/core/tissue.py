@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage as ndi
 
-from analysis.core.stain import rgb_to_od
+from analysis.core.stain import otsu_threshold, rgb_to_od
 
 
 class TissueDetectionError(ValueError):
@@ -58,15 +58,6 @@ class TissueMask:
         return (int(cols[0] * d), int(rows[0] * d), int(np.ceil((cols[-1] + 1) * d)), int(np.ceil((rows[-1] + 1) * d)))
 
 
-def _otsu(values: np.ndarray) -> float:
-    counts, edges = np.histogram(values, bins=256)
-    centres = (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(counts).astype(np.float64)
-    w1 = w0[-1] - w0
-    m0 = np.cumsum(counts * centres)
-    mean0 = m0 / np.maximum(w0, 1)
-    mean1 = (m0[-1] - m0) / np.maximum(w1, 1)
-    return float(centres[int(np.argmax(w0 * w1 * (mean0 - mean1) ** 2))])
 
 
 def detect_tissue(
@@ -85,7 +76,7 @@ def detect_tissue(
         raise TissueDetectionError(f"downsample and mpp must be > 0, got {downsample!r}, {mpp!r}")
     px_um = mpp * downsample  # micrometres per thumbnail pixel
     od = rgb_to_od(rgb=np.ascontiguousarray(thumb[..., :3])).sum(axis=2)
-    threshold = float(np.clip(_otsu(od), params.min_od, params.max_od))
+    threshold = float(np.clip(otsu_threshold(od), params.min_od, params.max_od))
     mask = od > threshold
     if mask.any():
         radius = params.closing_um / px_um

@@ -96,17 +96,6 @@ def _check_inputs(*, rgb: np.ndarray, mpp: float) -> np.ndarray:
     return rgb[..., :3]
 
 
-def _otsu(values: np.ndarray) -> float:
-    """Otsu's threshold on a 256-bin histogram (vectorised; same as skimage's)."""
-    counts, edges = np.histogram(values, bins=256)
-    centres = (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(counts).astype(np.float64)
-    w1 = w0[-1] - w0
-    m0 = np.cumsum(counts * centres)
-    mean0 = m0 / np.maximum(w0, 1)
-    mean1 = (m0[-1] - m0) / np.maximum(w1, 1)
-    between = w0 * w1 * (mean0 - mean1) ** 2
-    return float(centres[int(np.argmax(between[:-1]))])
 
 
 def h_maxima(*, image: np.ndarray, height: float, max_iterations: int = 10_000) -> np.ndarray:
@@ -167,7 +156,7 @@ def segment_hematoxylin(
     px = 1.0 / float(mpp)
     h = _gaussian(np.ascontiguousarray(hematoxylin, dtype=np.float32), params.smooth_um * px)
     if params.local_background_um is None:
-        nuclear = h > max(_otsu(h), params.min_hematoxylin_od)
+        nuclear = h > max(stain_mod.otsu_threshold(h), params.min_hematoxylin_od)
     else:
         background = _gaussian(h, params.local_background_um * px)
         nuclear = (h > params.min_hematoxylin_od) & (h - background > params.local_contrast_od)
