@@ -32,7 +32,7 @@ def analyze_slide(job, context) -> dict:
     from analysis.core.slides import SlideError, SlideReader
     from analysis.core.tissue import NoTissueError
     from analysis.core.wsi_analysis import Cancelled, analyze_slide as analyze_whole_slide
-    from analysis.results import analysis_run_record, run_dir_new, run_discard, slide_features_compute
+    from analysis.results import analysis_run_publish, run_dir_new, run_discard, slide_features_prepare
     from analysis.segmenters import segmenter_for
 
     slide = job.slide
@@ -65,9 +65,11 @@ def analyze_slide(job, context) -> dict:
     for warning in summary.get("warnings") or []:
         context.log(f"warning: {warning}")
     try:
-        run = analysis_run_record(slide=slide, job=job, run_dir=relative, summary=summary)
         context.progress(0.92, 1, "computing cell graphs and slide features")
-        features = slide_features_compute(slide=slide, run=run, log=context.log)
+        prepared = slide_features_prepare(slide=slide, folder=out_dir, log=context.log)
+        # The run appears (to viewers, overlays, scoring) only now, with its edges and features.
+        run, features = analysis_run_publish(slide=slide, job=job, run_dir=relative, summary=summary,
+                                             prepared=prepared)
     except BaseException:
         run_discard(out_dir)
         raise

@@ -5,6 +5,7 @@ import json
 import logging
 import shutil
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
@@ -42,28 +43,34 @@ def schema_version() -> str:
     return str(json.loads(FEATURE_SCHEMA.read_text())["version"])
 
 
-def slide_features_compute(*, slide, run: AnalysisRun, log=lambda line: None) -> SlideFeatures:
-    """Slide-level features (and the graph edges, written beside the cells) of a run.
+@dataclass(frozen=True)
+class PreparedFeatures:
+    """Slide features of a run folder, computed but not yet recorded: values, or why there are none."""
+    schema_version: str
+    values: dict | None
+    reason: str = ""
 
-    Without a known mpp nothing is computed and the reason is recorded: features in
-    micrometres cannot come from pixels of unknown size.
+
+def slide_features_prepare(*, slide, folder: Path, log=lambda line: None) -> PreparedFeatures:
+    """Slide-level features of the cells in `folder`, and the graph edges written beside them.
+
+    Runs before the run is recorded, so that a run is never visible without its edges and
+    features (viewers would show, and cache, an edge-less run). Without a known mpp nothing is
+    computed and the reason is kept: features in micrometres cannot come from pixels of unknown size.
     """
     from analysis.core.cells import read_cells, write_edges
     from analysis.core.slide_features import SlideFeatureError, cell_graph_edges, compute_slide_features
 
     version = schema_version()
     if not slide.mpp_x:
-        return SlideFeatures.objects.create(
-            slide=slide, run=run, schema_version=version, status=FeatureStatus.UNAVAILABLE,
-            reason="The slide's resolution (µm per pixel) is unknown: set it on the case page, then re-run.")
-    folder = run_path(run)
+        return PreparedFeatures(version, None, "The slide's resolution (µm per pixel) is unknown: set it on the "
+                                               "case page, then re-run.")
     cells = read_cells(path=folder / "cells.parquet")
     try:
         values = compute_slide_features(cells=cells, mpp=slide.mpp_x, stain=slide.stain)
         edges = cell_graph_edges(cells=cells, mpp=slide.mpp_x, stain=slide.stain, types=EDGE_TYPES.get(slide.stain))
     except SlideFeatureError as exc:
-        return SlideFeatures.objects.create(slide=slide, run=run, schema_version=version,
-                                            status=FeatureStatus.UNAVAILABLE, reason=str(exc)[:255])
+        return PreparedFeatures(version, None, str(exc)[:255])
     # Row positions -> cell ids; lengths in µm (the edge table's unit).
     ids = cells["id"].to_numpy()
     edges = edges.assign(source=ids[edges["source"].to_numpy()], target=ids[edges["target"].to_numpy()])
@@ -71,7 +78,23 @@ def slide_features_compute(*, slide, run: AnalysisRun, log=lambda line: None) ->
     write_edges(edges=edges, path=folder / "edges.parquet", cells=cells, metadata={"length_unit": "um"})
     log(f"{len(values)} slide features, {len(edges):,} graph edges")
     clean = {name: (None if value != value else float(value)) for name, value in values.items()}  # NaN -> null
-    return SlideFeatures.objects.create(slide=slide, run=run, schema_version=version, values=clean)
+    return PreparedFeatures(version, clean)
+
+
+def slide_features_record(*, slide, run: AnalysisRun, prepared: PreparedFeatures) -> SlideFeatures:
+    if prepared.values is None:
+        return SlideFeatures.objects.create(slide=slide, run=run, schema_version=prepared.schema_version,
+                                            status=FeatureStatus.UNAVAILABLE, reason=prepared.reason)
+    return SlideFeatures.objects.create(slide=slide, run=run, schema_version=prepared.schema_version,
+                                        values=prepared.values)
+
+
+def analysis_run_publish(*, slide, job, run_dir: str, summary: dict, prepared: PreparedFeatures,
+                         source: str = "segmentation") -> tuple[AnalysisRun, SlideFeatures]:
+    """Record a complete run folder and its slide features in one transaction: readers see both or neither."""
+    with transaction.atomic():
+        run = analysis_run_record(slide=slide, job=job, run_dir=run_dir, summary=summary, source=source)
+        return run, slide_features_record(slide=slide, run=run, prepared=prepared)
 
 
 def analysis_run_record(*, slide, job, run_dir: str, summary: dict, source: str = "segmentation") -> AnalysisRun:
@@ -120,14 +143,19 @@ def cells_import(*, slide, path: Path, user=None) -> AnalysisRun:
                    "n_cells": len(cells), "class_counts": {str(k): int(v) for k, v in counts.items()},
                    "source_file": str(path), "mag": imported.mag, "warnings": []}
         write_text_atomic(path=staging / "summary.json", text=json.dumps(summary, indent=1))
+        prepared = slide_features_prepare(slide=slide, folder=staging)
         staging.rename(final)
     except BaseException:
         run_discard(staging)
         raise
-    run = analysis_run_record(slide=slide, job=None, run_dir=relative, summary=summary, source="imported")
+    try:
+        run, _ = analysis_run_publish(slide=slide, job=None, run_dir=relative, summary=summary, prepared=prepared,
+                                      source="imported")
+    except BaseException:
+        run_discard(final)
+        raise
     audit_record(user=user, action="cells.import", case=slide.case, slide=slide,
                  detail={"file": str(path), "cells": len(cells), "format": imported.source_format})
-    slide_features_compute(slide=slide, run=run)
     return run
 
 

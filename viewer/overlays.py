@@ -54,6 +54,9 @@ class RunInfo:
     slide_path: Path
     approximate: bool
     segmenter: str
+    # The edges are written after the run is recorded (with the slide features): caches keyed
+    # by `key` must not keep a run's edge-less state once its edges exist.
+    has_edges: bool = False
 
     @property
     def cells_path(self) -> Path:
@@ -65,7 +68,7 @@ class RunInfo:
 
     @property
     def key(self) -> str:
-        return f"{self.run_id}:{self.folder.name}"
+        return f"{self.run_id}:{self.folder.name}:{'e' if self.has_edges else 'n'}"
 
 
 _info_cache: dict[int, tuple[float, RunInfo | None]] = {}
@@ -94,7 +97,8 @@ def overlay_run_info(slide_id: int) -> RunInfo | None:
         slide = run.slide
         info = RunInfo(slide_id=slide_id, run_id=run.pk, folder=run_path(run), stain=slide.stain, width=slide.width,
                        height=slide.height, mpp_x=slide.mpp_x, mpp_y=slide.mpp_y or slide.mpp_x,
-                       slide_path=Path(slide.file_path), approximate=run.approximate, segmenter=run.segmenter)
+                       slide_path=Path(slide.file_path), approximate=run.approximate, segmenter=run.segmenter,
+                       has_edges=(run_path(run) / "edges.parquet").exists())
     if info is not None:
         _info_cache[slide_id] = (now, info)
     else:
@@ -151,7 +155,7 @@ def _read_run(info: RunInfo, *, edges: bool = True):
     cells = pq.read_table(info.cells_path, columns=["id", "x", "y", "cls", "her2_class", "area"],
                           read_dictionary=["cls", "her2_class"]).to_pandas()
     edge_frame = None
-    if edges and info.edges_path.exists():
+    if edges and info.has_edges:
         edge_frame = pq.read_table(info.edges_path, columns=["source", "target", "pair_type"],
                                    read_dictionary=["pair_type"]).to_pandas()
     return cells, edge_frame
@@ -171,7 +175,7 @@ def _layer_summary(info: RunInfo) -> dict:
 
             cells, _ = _read_run(info, edges=False)
             labels = (pq.read_table(info.edges_path, columns=["pair_type"], read_dictionary=["pair_type"])
-                      .to_pandas()["pair_type"] if info.edges_path.exists() else None)
+                      .to_pandas()["pair_type"] if info.has_edges else None)
             summary = ov.layer_summary(cells=cells, pair_labels=labels, stain=info.stain, width=info.width,
                                        height=info.height)
         cache.set(key, summary, timeout=None)

@@ -528,9 +528,13 @@ def test_help_overlay_full_screen_and_accessible_controls(pair_page):
     assert help_overlay.is_hidden()
     pair_page.keyboard.press("f")
     pair_page.wait_for_function("document.fullscreenElement === document.getElementById('case-viewer')", timeout=5000)
-    assert pair_page.locator(".cv-fullscreen").get_attribute("aria-pressed") == "true"
+    # the button follows on the 'fullscreenchange' event, which may come just after the element is set
+    pair_page.wait_for_function(
+        "document.querySelector('.cv-fullscreen').getAttribute('aria-pressed') === 'true'", timeout=5000)
     pair_page.keyboard.press("f")
     pair_page.wait_for_function("document.fullscreenElement === null", timeout=5000)
+    pair_page.wait_for_function(
+        "document.querySelector('.cv-fullscreen').getAttribute('aria-pressed') === 'false'", timeout=5000)
     for control in pair_page.locator(".cv-toolbar button, .cv-toolbar input").all():
         assert control.get_attribute("aria-label"), control.evaluate("e => e.outerHTML")
         if control.evaluate("e => e.tagName") == "BUTTON":

@@ -185,6 +185,31 @@ def test_feature_sources(client_for, pathologist):
     assert client.get("/api/features/no_such_feature/").status_code == 404
 
 
+def test_edges_written_after_the_run_is_listed_appear(phantom_case, client_for, pathologist, monkeypatch):
+    """The overlay caches are keyed by what the run folder holds: edges that appear after a
+    listing (or after the run was loaded into memory) are shown within the lookup's few seconds.
+    (Runs are now published with their edges; CI once caught an edge-less run cached for good.)"""
+    import viewer.overlays as overlays
+
+    slide = phantom_case.slide_for(Stain.HE)
+    run = analysed(slide)
+    edges = run_path(run) / "edges.parquet"
+    aside = edges.with_name("edges.parquet.aside")
+    edges.rename(aside)
+    client = client_for(pathologist)
+    names = {layer["name"] for layer in client.get(f"/api/slides/{slide.pk}/").json()["overlays"]}
+    assert "cells" in names and "edges" not in names
+    overlays.run_overlay_get(overlays.overlay_run_info(slide.pk))  # the in-memory run, edge-less
+
+    aside.rename(edges)
+    monkeypatch.setattr(overlays, "RUN_INFO_TTL_SECONDS", 0.0)  # the run lookup's few seconds are over
+    layers = {layer["name"]: layer for layer in client.get(f"/api/slides/{slide.pk}/").json()["overlays"]}
+    assert "edges" in layers and sum(e["count"] for e in layers["edges"]["legend"]) > 0
+    response = client.get(layers["edges"]["viewport_url"], {"x": 0, "y": 0, "width": slide.width,
+                                                            "height": slide.height})
+    assert response.status_code == 200 and int(response["X-Edge-Count"]) > 0
+
+
 def test_anonymous_gets_401(client, phantom_case):
     slide = phantom_case.slide_for(Stain.HE)
     for url in (f"/api/slides/{slide.pk}/overlays/cells/viewport?x=0&y=0&width=10&height=10",
