@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 import warnings
 from pathlib import Path
 
@@ -145,6 +146,20 @@ if os.environ.get("DATABASE_URL"):
     # conn_max_age 0: under ASGI every request runs its sync code on a thread of its own, so
     # persistent connections would pile up (Django docs: use pooling, not CONN_MAX_AGE, with ASGI).
     DATABASES = {"default": dj_database_url.parse(os.environ["DATABASE_URL"], conn_max_age=0)}
+    # A pool per process (Django 5.1+, psycopg_pool) instead: requests borrow a connection and
+    # give it back. Not in Celery's processes: prefork children would inherit the parent's pool,
+    # sockets and dead pool threads included, so workers connect per task as before.
+    _pool_max = int(os.environ.get("LADDER_DB_POOL_MAX", "20"))
+    _in_celery = "celery" in Path(sys.argv[0]).parts or Path(sys.argv[0]).name == "celery"
+    if _pool_max > 0 and not _in_celery and DATABASES["default"]["ENGINE"].endswith("postgresql"):
+        # Django then passes psycopg_pool's check: a connection that died (PostgreSQL restarted)
+        # is replaced instead of handed out.
+        DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": min(2, _pool_max), "max_size": _pool_max,
+            # a request waits this long for a free connection, then fails with a clear error
+            "timeout": float(os.environ.get("LADDER_DB_POOL_TIMEOUT", "10")),
+        }
 else:
     DATABASES = {
         "default": {
@@ -247,6 +262,7 @@ STATIC_URL = "/static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = LADDER_DATA_DIR / "staticfiles"
 WHITENOISE_USE_FINDERS = True  # serve straight from static/ without collectstatic in development
+WHITENOISE_AUTOREFRESH = DEBUG  # development: an edited script is served without a restart
 # STATIC_ROOT only exists after collectstatic; with the finders above that is fine.
 warnings.filterwarnings("ignore", message="No directory at", category=UserWarning)
 STORAGES = {
