@@ -44,3 +44,9 @@ def test_web_and_workers_share_data_and_scale_out_settings():
     gpu = config["services"]["gpu-worker"]
     assert gpu["environment"]["LADDER_HOVERNET_WEIGHTS"] == "/weights"
     assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+
+
+def test_web_and_worker_have_health_checks():
+    services = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
+    assert services["web"]["healthcheck"]["test"][:4] == ["CMD", "python", "manage.py", "health"]
+    assert "inspect ping" in services["worker"]["healthcheck"]["test"][1]

@@ -21,3 +21,10 @@ class IsAdminRoleOrReadOnly(BasePermission):
         if not (request.user and request.user.is_authenticated):
             return False
         return request.method in SAFE_METHODS or user_is_admin(request.user)
+
+
+class IsAdminRole(BasePermission):
+    message = "Only admins can see this."
+
+    def has_permission(self, request, view):
+        return bool(request.user and request.user.is_authenticated and user_is_admin(request.user))

@@ -11,6 +11,7 @@ router.register("jobs", views.JobViewSet, basename="api-job")
 
 urlpatterns = [
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("health/", views.health, name="api-health"),
     path("cases/<int:pk>/alignment/", views.case_alignment, name="api-case-alignment"),
     path("", include(router.urls)),
 ]

@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from analysis.models import Job
 from analysis.services import JobStateError, analysis_enqueue, job_cancel, job_retry
 from viewer import selectors
-from viewer.api.permissions import CanEditCasesOrReadOnly
+from viewer.api.permissions import CanEditCasesOrReadOnly, IsAdminRole
 from viewer.api.serializers import (
     AlignmentSerializer,
     CaseSerializer,
@@ -159,3 +159,14 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
         except JobStateError as exc:
             raise ValidationError({"detail": str(exc)}) from exc
         return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
+
+
+@extend_schema(responses={200: dict, 503: dict},
+               description="Admins: the deployment's health checks (as `manage.py health`); 503 when one fails.")
+@api_view(["GET"])
+@permission_classes([IsAdminRole])
+def health(request):
+    from viewer.services.health import FAIL, health_as_dict, health_report
+
+    report = health_as_dict(health_report())
+    return Response(report, status=503 if report["status"] == FAIL else 200)
