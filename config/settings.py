@@ -150,7 +150,8 @@ if os.environ.get("DATABASE_URL"):
     # give it back. Not in Celery's processes: prefork children would inherit the parent's pool,
     # sockets and dead pool threads included, so workers connect per task as before.
     _pool_max = int(os.environ.get("LADDER_DB_POOL_MAX", "20"))
-    _in_celery = "celery" in Path(sys.argv[0]).parts or Path(sys.argv[0]).name == "celery"
+    _program = Path(sys.argv[0])  # the `celery` script, or celery/__main__.py under `python -m celery`
+    _in_celery = _program.name == "celery" or (_program.name == "__main__.py" and _program.parent.name == "celery")
     if _pool_max > 0 and not _in_celery and DATABASES["default"]["ENGINE"].endswith("postgresql"):
         # Django then passes psycopg_pool's check: a connection that died (PostgreSQL restarted)
         # is replaced instead of handed out.

@@ -54,8 +54,8 @@ class RunInfo:
     slide_path: Path
     approximate: bool
     segmenter: str
-    # The edges are written after the run is recorded (with the slide features): caches keyed
-    # by `key` must not keep a run's edge-less state once its edges exist.
+    # Part of `key`: caches keyed by it then never keep a run's edge-less state once its
+    # folder holds edges (runs are published with their edges; this guards any later writer).
     has_edges: bool = False
 
     @property
