@@ -187,8 +187,12 @@ if REDIS_URL:
         "tiles": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
                   "KEY_PREFIX": "ladder-tiles", "TIMEOUT": 7 * 24 * 3600},
     }
+    # channels_redis waits for messages with a blocking BZPOPMIN of 5 s; redis-py 8 reads with a
+    # 5 s socket timeout by default, which tears every idle websocket down (channels_redis#422).
+    # A longer read timeout keeps them, and still notices a dead server.
     CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [REDIS_URL]}}
+        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer",
+                    "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 15}]}}
     }
 else:
     CACHES = {

@@ -117,6 +117,26 @@ def test_follower_receives_the_presenters_state(session):
     assert echo_free, "the driver got its own state back"
 
 
+def test_an_idle_follower_still_follows(session):
+    """Idle for longer than the channel layer's blocking wait (5 s) and redis-py 8's default
+    read timeout (5 s), which used to tear every idle websocket down on Redis: still following."""
+    state = state_for(session["case"])
+
+    async def run():
+        presenter, ok1, _ = await connect(session["path"], session["cookies"]["presenter"])
+        follower, ok2, _ = await connect(session["path"], session["cookies"]["pathologist"])
+        assert ok1 and ok2
+        await receive(follower, "hello")
+        await asyncio.sleep(7)
+        await presenter.send_json_to({"type": "state", "state": state})
+        got = await receive(follower, "state", timeout=5)
+        await presenter.disconnect()
+        await follower.disconnect()
+        return got
+
+    assert asyncio.run(run())["state"] == state
+
+
 def test_late_joiner_gets_the_latest_state_at_once(session):
     first, second = state_for(session["case"]), {**state_for(session["other"]), "pointer": None}
 
