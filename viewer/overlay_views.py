@@ -76,7 +76,7 @@ async def _pixels(request, path: str):
 
     def work():
         return tile_app.tile_request(match, authorised=bool(user.is_authenticated and user.is_active),
-                                     if_none_match=request.headers.get("If-None-Match"))
+                                     if_none_match=request.headers.get("If-None-Match"), hide=request.GET.get("hide"))
 
     status, headers, body = await sync_to_async(work, thread_sensitive=False, executor=tile_app.executor())()
     response = HttpResponse(body, status=status)

@@ -300,8 +300,13 @@ def _contour_source(info: RunInfo, kind: str):
     return source
 
 
-def overlay_pixel_response(*, slide_id: int, layer: str, dzi: bool, level: int = 0, col: int = 0, row: int = 0):
-    """A DZI descriptor or palette PNG tile of an overlay layer, as a viewer.services.tiles.TileResponse."""
+def overlay_pixel_response(*, slide_id: int, layer: str, dzi: bool, level: int = 0, col: int = 0, row: int = 0,
+                           hide: tuple[int, ...] = ()):
+    """A DZI descriptor or palette PNG tile of an overlay layer, as a viewer.services.tiles.TileResponse.
+
+    `hide`: legend codes (classes, HER2 classes, pair types) left out of the tile, as the
+    pathologist unticks them in the layer's legend; the tile is cached once, unfiltered.
+    """
     from analysis.core.slides import TileNotFoundError
     from viewer.services.tiles import TileResponse, tile_source_get
 
@@ -312,7 +317,8 @@ def overlay_pixel_response(*, slide_id: int, layer: str, dzi: bool, level: int =
         info = None
     if info is None:
         return TileResponse(404, b"no such overlay", "text/plain")
-    etag_base = f"ov{info.run_id}-{RENDER_VERSION}-{layer}"
+    hide = tuple(sorted(set(hide))) if ov.hideable_codes(layer) else ()
+    etag_base = f"ov{info.run_id}-{RENDER_VERSION}-{layer}" + (f"-h{'.'.join(map(str, hide))}" if hide else "")
     if dzi:
         return TileResponse(200, source.geometry.dzi_xml(fmt="png").encode(), "application/xml", f'"{etag_base}-dzi"')
     geometry = source.geometry
@@ -331,6 +337,8 @@ def overlay_pixel_response(*, slide_id: int, layer: str, dzi: bool, level: int =
             logger.warning("overlay: tile of run %s failed: %s", info.run_id, exc)
             return TileResponse(503, f"overlay unreadable: {exc}".encode(), "text/plain")
         cache.set(key, body)
+    if hide:
+        body = ov.png_palette_hide(body, ov.palette_indices_of_codes(layer, hide))
     return TileResponse(200, body, "image/png", f'"{etag_base}-{level}-{col}-{row}"')
 
 
@@ -342,9 +350,24 @@ def overlay_tile_png(info: RunInfo, layer: str, *, x0, y0, w0, h0, out_w, out_h,
     return body
 
 
-def overlay_render_region(slide, layer_names, x, y, width, height, out_width, out_height):
+def _legend_codes(info: RunInfo, layer: str, keys) -> list[int]:
+    """Legend codes of the legend keys (class, HER2 class or pair type names) of a layer; unknown keys are skipped."""
+    kind = ov.layer_kind(layer)
+    if kind == "cells":
+        order = [c.value for c in ov.CLASS_ORDER]
+    elif kind == "her2":
+        order = [h.value for h in ov.HER2_ORDER]
+    elif kind == "edges":
+        order = _layer_summary(info)["pairs"] or []
+    else:
+        return []
+    return [order.index(key) for key in keys if key in order]
+
+
+def overlay_render_region(slide, layer_names, x, y, width, height, out_width, out_height, hidden=None):
     """The named layers over a level-0 region, composited in order, as an RGBA PIL image of
-    (out_width, out_height); None when the slide has no run or none of the layers (tumour-board snapshots)."""
+    (out_width, out_height); None when the slide has no run or none of the layers (tumour-board snapshots).
+    `hidden`: legend keys left out per layer, e.g. {"cells": ["stroma"]}."""
     from PIL import Image
 
     info = overlay_run_info(slide.pk)
@@ -362,6 +385,8 @@ def overlay_render_region(slide, layer_names, x, y, width, height, out_width, ou
                                      out_w=int(out_width), out_h=int(out_height),
                                      contour_source=_contour_source(info, kind) if kind in ("cells", "her2") else None)
         rgb, alpha = ov.layer_palette(data, name)
+        for index in ov.palette_indices_of_codes(name, _legend_codes(info, name, (hidden or {}).get(name, ()))):
+            alpha[index] = 0
         rgba = ov.codes_to_rgba(codes, rgb, alpha).astype(np.float32) / 255.0
         a = rgba[..., 3:4]
         out[..., :3] = rgba[..., :3] * a + out[..., :3] * (1 - a)  # premultiplied "over"

@@ -14,6 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from http.cookies import SimpleCookie
 from importlib import import_module
+from urllib.parse import parse_qs
 
 from django.conf import settings
 from django.db import close_old_connections
@@ -27,6 +28,7 @@ TILE_PATH = re.compile(
     r"|/overlays/(?P<layer>[a-z0-9][a-z0-9-]{0,40})(?:(?P<odzi>\.dzi)"
     r"|_files/(?P<olevel>\d+)/(?P<ocol>\d+)_(?P<orow>\d+)\.png))$"
 )
+HIDE_CODES = re.compile(r"^\d{1,3}(?:,\d{1,3}){0,255}$")
 CACHE_CONTROL = "private, max-age=86400"
 OVERLAY_CACHE_CONTROL = "private, no-cache"
 AUTH_TTL_SECONDS = 10.0
@@ -81,17 +83,22 @@ def forget_credentials() -> None:
     _auth_cache.clear()
 
 
-def tile_request(match: re.Match, *, authorised: bool, if_none_match: str | None, thumb_size: int = 256):
-    """Answer one matched pixel request: (status, headers, body)."""
+def tile_request(match: re.Match, *, authorised: bool, if_none_match: str | None, thumb_size: int = 256,
+                 hide: str | None = None):
+    """Answer one matched pixel request: (status, headers, body). `hide`: the overlay tiles'
+    `?hide=0,3` parameter, legend codes to leave out."""
     if not authorised:
         return 401, [(b"content-type", b"text/plain")], b"login required"
     if match["layer"]:
         from viewer import overlays
 
+        if hide and not HIDE_CODES.match(hide):
+            return 400, [(b"content-type", b"text/plain")], b"hide: comma-separated legend codes, e.g. hide=0,3"
         try:
             response = overlays.overlay_pixel_response(
                 slide_id=int(match["slide"]), layer=match["layer"], dzi=bool(match["odzi"]),
-                level=int(match["olevel"] or 0), col=int(match["ocol"] or 0), row=int(match["orow"] or 0))
+                level=int(match["olevel"] or 0), col=int(match["ocol"] or 0), row=int(match["orow"] or 0),
+                hide=tuple(int(code) for code in hide.split(",")) if hide else ())
         finally:
             close_old_connections()
         # The URLs stay when a slide is re-analysed: revalidate (ETag names the run) instead of max-age.
@@ -146,10 +153,14 @@ def _credentials(scope) -> tuple[str | None, str | None]:
     return session_key, token
 
 
+def _query_value(scope, name: str) -> str | None:
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get(name)
+    return values[0] if values else None
+
+
 def _thumb_size(scope) -> int:
-    query = scope.get("query_string", b"").decode("latin-1")
-    found = re.search(r"(?:^|&)size=(\d{1,4})(?:&|$)", query)
-    return int(found.group(1)) if found else 256
+    size = _query_value(scope, "size") or ""
+    return int(size) if size.isdigit() and len(size) <= 4 else 256
 
 
 class TileFastPath:
@@ -173,7 +184,7 @@ class TileFastPath:
         def work():
             authorised = credentials_valid(session_key=session_key, token=token)
             return tile_request(match, authorised=authorised, if_none_match=_header(scope, b"if-none-match"),
-                                thumb_size=_thumb_size(scope))
+                                thumb_size=_thumb_size(scope), hide=_query_value(scope, "hide"))
 
         status, headers, body = await loop.run_in_executor(executor(), work)
         headers = headers + [(b"content-length", str(len(body)).encode())]

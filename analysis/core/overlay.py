@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import io
 import math
+import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -196,6 +197,67 @@ def transparent_png(width: int, height: int) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=False, compress_level=9, transparency=0)
     return buffer.getvalue()
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+
+def png_palette_hide(png: bytes, indices: Iterable[int]) -> bytes:
+    """The same palette PNG with the palette entries `indices` fully transparent.
+
+    Only the tRNS chunk is rewritten (PNG spec, 11.3.2: palette entries beyond it are opaque),
+    so a cached tile is filtered in microseconds without decoding or drawing it again. A PNG
+    without a palette, or without those entries, comes back unchanged.
+    """
+    if not png.startswith(PNG_SIGNATURE):
+        raise OverlayError("not a PNG")
+    chunks: list[tuple[bytes, bytes]] = []
+    pos = len(PNG_SIGNATURE)
+    while pos + 8 <= len(png):
+        length = int.from_bytes(png[pos : pos + 4], "big")
+        chunks.append((png[pos + 4 : pos + 8], png[pos + 8 : pos + 8 + length]))
+        pos += 12 + length
+    palette = next((data for kind, data in chunks if kind == b"PLTE"), None)
+    if palette is None:
+        return png
+    size = len(palette) // 3
+    wanted = sorted({int(i) for i in indices if 0 <= int(i) < size})
+    if not wanted:
+        return png
+    old = next((data for kind, data in chunks if kind == b"tRNS"), b"")
+    alpha = bytearray(old[:size]) + b"\xff" * max(0, size - len(old))
+    for index in wanted:
+        alpha[index] = 0
+    out, written = [PNG_SIGNATURE], False
+    for kind, data in chunks:
+        if kind == b"tRNS":
+            data, written = bytes(alpha), True
+        elif kind == b"IDAT" and not written:  # tRNS goes after PLTE, before the image data
+            out.append(_png_chunk(b"tRNS", bytes(alpha)))
+            written = True
+        out.append(_png_chunk(kind, data))
+    return b"".join(out)
+
+
+def hideable_codes(layer: str) -> int:
+    """How many legend codes of a layer can be hidden in its tiles (0: none, as for density)."""
+    kind = layer_kind(layer)
+    return {"cells": len(CLASS_ORDER), "her2": len(HER2_ORDER), "edges": 254}.get(kind, 0)
+
+
+def palette_indices_of_codes(layer: str, codes: Iterable[int]) -> list[int]:
+    """The palette indices that draw the legend codes `codes` of a layer's tiles
+    (a class: its outline 1 + c and its fill FILL_OFFSET + 1 + c; a pair type: 1 + c)."""
+    kind = layer_kind(layer)
+    limit = hideable_codes(layer)
+    codes = sorted({int(c) for c in codes if 0 <= int(c) < limit})
+    if kind in ("cells", "her2"):
+        return [i for c in codes for i in (1 + c, FILL_OFFSET + 1 + c)]
+    return [1 + c for c in codes]
 
 
 # --------------------------------------------------------------------------- grid index

@@ -359,14 +359,17 @@ function overlayLayers(state, paneIndex) {
   const perPane = Array.isArray(state?.panes) ? state.panes[paneIndex] : state?.layers;
   if (Array.isArray(perPane)) {
     const names = perPane.filter((l) => typeof l === 'string' || (l && l.visible !== false)).map((l) => (typeof l === 'string' ? l : l.name)).filter(Boolean);
-    return { names, opacity: 1 };
+    return { names, opacity: 1, hidden: {} };
   }
   if (perPane && typeof perPane === 'object') {
     const visible = Object.entries(perPane).filter(([, v]) => v === true || (v && v.visible));
     const opacities = visible.map(([, v]) => (typeof v?.opacity === 'number' ? v.opacity : 1));
-    return { names: visible.map(([k]) => k), opacity: opacities.length ? Math.max(...opacities) : 1 };
+    // legend entries the presenter unticked stay out of the snapshot too
+    const hidden = Object.fromEntries(visible.filter(([, v]) => Array.isArray(v?.hidden) && v.hidden.length)
+      .map(([k, v]) => [k, v.hidden]));
+    return { names: visible.map(([k]) => k), opacity: opacities.length ? Math.max(...opacities) : 1, hidden };
   }
-  return { names: [], opacity: 1 };
+  return { names: [], opacity: 1, hidden: {} };
 }
 
 async function snapshot() {
@@ -391,6 +394,7 @@ async function snapshot() {
       caption: $('board-caption').value || `${config.caseLabel} · ${pane.slide.label || ''}`,
       layers: layers.names,
       overlay_opacity: layers.opacity,
+      hidden: layers.hidden,
     });
     addRecord(record);
     toast('Snapshot saved to the board record.');

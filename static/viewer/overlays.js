@@ -20,6 +20,7 @@ import { OverlayRenderer } from './overlay_gl.js';
 
 const RECORD_KINDS = new Set(['cells', 'her2', 'edges']);
 const DRAW_ORDER = { density: 0, edges: 1, cells: 2, her2: 3 };
+const TILE_HIDE_KINDS = new Set(['cells', 'her2', 'edges']);  // legend toggles also filter the PNG tiles
 const FETCH_MARGIN = 0.5;      // fetch the view grown by half its size on each side
 const REFRESH_DELAY_MS = 160;  // debounce of the refetch after pan / zoom
 const REFRESH_THROTTLE_MS = 300; // refetch while still panning, when the view left the records
@@ -61,6 +62,7 @@ class PaneOverlays {
     this.layers = [];
     this.state = new Map();     // name -> {visible, opacity, hidden: Set}
     this.tiled = new Map();     // name -> TiledImage | 'pending'
+    this.tiledUrl = new Map();  // name -> DZI URL of its TiledImage (?hide=... follows the legend)
     this.records = new Map();   // name -> {rect, parsed, grid}
     this.fetching = new Map();  // name -> {controller, rect}
     this.refused = new Map();   // name -> smallest area answered 413
@@ -162,6 +164,8 @@ class PaneOverlays {
     if (!state) throw new Error(`no layer ${name} on pane ${this.index}`);
     if (hidden) state.hidden.add(key); else state.hidden.delete(key);
     this._syncControls(name);
+    const layer = this.layer(name);
+    if (layer && state.visible) this._ensureTiles(layer);  // zoomed out too: tiles without those classes
     this.draw();
   }
 
@@ -185,14 +189,29 @@ class PaneOverlays {
     this.draw();
   }
 
+  /** The layer's DZI URL; `?hide=` lists the legend codes unticked, which the server leaves out of the tiles. */
+  tileUrl(layer) {
+    const hidden = this.state.get(layer.name)?.hidden;
+    if (!hidden || !hidden.size || !TILE_HIDE_KINDS.has(layer.kind)) return layer.dzi_url;
+    const codes = (layer.legend || []).filter((entry) => hidden.has(entry.key)).map((entry) => entry.code);
+    return codes.length ? `${layer.dzi_url}?hide=${codes.sort((a, b) => a - b).join(',')}` : layer.dzi_url;
+  }
+
   _ensureTiles(layer) {
-    if (this.tiled.has(layer.name) || !layer.dzi_url) return;
+    if (!layer.dzi_url) return;
+    const url = this.tileUrl(layer);
+    const current = this.tiled.get(layer.name);
+    // A pending load re-checks the URL when it lands; a loaded one with the right URL stays.
+    if (current === 'pending' || (current && this.tiledUrl.get(layer.name) === url)) return;
+    // The legend changed: new tiles. (Swapping in place is not safe: OpenSeadragon's navigator
+    // mirrors the world by index and breaks when items come and go while others load.)
+    if (current) this._removeTiles(layer.name);
     const item = this.pane.item;
     if (!item) return;
     const bounds = item.getBounds();
     this.tiled.set(layer.name, 'pending');
     this.viewer.addTiledImage({
-      tileSource: layer.dzi_url,
+      tileSource: url,
       x: bounds.x,
       y: bounds.y,
       width: bounds.width,
@@ -204,8 +223,10 @@ class PaneOverlays {
           return;
         }
         this.tiled.set(layer.name, event.item);
+        this.tiledUrl.set(layer.name, url);
         this._orderTiles();
         this._updateTileOpacity(layer.name);
+        if (this.tileUrl(layer) !== url) this._ensureTiles(layer);  // the legend changed meanwhile
       },
       error: (event) => {
         this.tiled.delete(layer.name);
@@ -218,6 +239,7 @@ class PaneOverlays {
     const item = this.tiled.get(name);
     if (item && item !== 'pending') this.viewer.world.removeItem(item);
     this.tiled.delete(name);
+    this.tiledUrl.delete(name);
   }
 
   _orderTiles() {
@@ -667,7 +689,7 @@ class PaneOverlays {
 
 function layerHint(glError) {
   if (glError) return 'WebGL unavailable: cells are drawn from image tiles at every zoom.';
-  return 'Zoomed out: image tiles. Zoomed in: every cell and edge (hover, click to inspect). Class and pair toggles apply to the zoomed-in view.';
+  return 'Zoomed out: image tiles. Zoomed in: every cell and edge (hover, click to inspect). Untick a class or pair type to hide it at every zoom.';
 }
 
 class CaseOverlays {
@@ -838,6 +860,7 @@ class CaseOverlays {
         const tiles = pane.tiled.get(layer.name);
         return [layer.name, { mode: pane.mode(layer.name), records: records ? records.parsed.count : null,
           rect: records ? records.rect : null, tiles: tiles ? (tiles === 'pending' ? 'pending' : 'loaded') : null,
+          tileUrl: tiles && tiles !== 'pending' ? pane.tiledUrl.get(layer.name) : null,
           pending: pane.fetching.has(layer.name) }];
       })),
     };

@@ -99,7 +99,7 @@ def test_snapshot_is_the_region_with_a_caption(client_for, presenter, he_slide, 
     session = board_create(user=presenter, cases=[he_slide.case])
     client = client_for(presenter)
     body = {"slide": he_slide.pk, "x": 400, "y": 600, "width": 1200, "height": 800, "out_width": 600,
-            "caption": "Tumour front, 40x", "layers": ["cells"]}
+            "caption": "Tumour front, 40x", "layers": ["cells"], "hidden": {"cells": ["stroma"]}}
     response = client.post(f"/api/boards/{session.pk}/snapshots/", body, content_type="application/json")
     assert response.status_code == 201, response.content
     record = response.json()

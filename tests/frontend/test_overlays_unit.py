@@ -242,7 +242,13 @@ def _handler(state: FakeState):
                 return self._send(200, _dzi("png"), "application/xml")
             if m := re.fullmatch(r"/slides/(\d)/overlays/([\w-]+)_files/(\d+)/(\d+)_(\d+)\.png", path):
                 s, name, level, col, row = int(m[1]), m[2], int(m[3]), int(m[4]), int(m[5])
-                return self._send(200, _overlay_tile(state.runs[s], name, level, col, row), "image/png")
+                body = _overlay_tile(state.runs[s], name, level, col, row)
+                hide = parse_qs(url.query).get("hide")
+                if hide:  # as the server does: the codes' palette entries made transparent (index = code + 1)
+                    from analysis.core.overlay import png_palette_hide
+
+                    body = png_palette_hide(body, [1 + int(c) for c in hide[0].split(",")])
+                return self._send(200, body, "image/png")
             if m := re.fullmatch(r"/api/slides/(\d)/", path):
                 s = int(m[1])
                 return self._json(200, {"id": s, "width": SIZE, "height": SIZE, "overlays": state.layers[s]})
@@ -567,6 +573,36 @@ def test_zoomed_out_png_tiles_then_zoomed_in_webgl_records(harness, fake_site):
     def has(img, rgb):
         return bool((np.abs(img - np.array(rgb)).max(axis=2) < 45).sum() > 20)
     assert has(all_classes, (0x00, 0x72, 0xB2)) and not has(only_tumour, (0x00, 0x72, 0xB2))
+
+
+def test_legend_toggles_filter_the_zoomed_out_tiles_too(harness, fake_site):
+    page = harness
+    state = fake_site["state"]
+    page.evaluate("() => window.caseOverlays.setVisible(0, 'cells', true)")
+    _settle(page)
+    status = page.evaluate("() => window.caseOverlays.status(0).layers.cells")
+    assert status["mode"] == "tiles" and status["tileUrl"].endswith("/overlays/cells.dzi")
+    blue = (0x00, 0x72, 0xB2)  # lymphocytes
+
+    def has(img, rgb):
+        return bool((np.abs(img - np.array(rgb)).max(axis=2) < 45).sum() > 20)
+
+    assert has(_stage_png(page, 0), blue)
+    page.evaluate("() => window.caseOverlays.setHidden(0, 'cells', 'lymphocyte', true)")
+    page.wait_for_function("() => { const s = window.caseOverlays.status(0).layers.cells;"
+                           " return s.tileUrl && s.tileUrl.endsWith('?hide=2'); }", timeout=15000)
+    _settle(page)
+    assert any(re.search(r"/overlays/cells_files/\d+/\d+_\d+\.png\?hide=2$", r) for r in state.requests)
+    filtered = _stage_png(page, 0)
+    assert not has(filtered, blue) and has(filtered, (0xD5, 0x5E, 0x00)), "lymphocytes still drawn, or tumour gone"
+    page.evaluate("() => window.caseOverlays.setHidden(0, 'cells', 'lymphocyte', false)")
+    page.wait_for_function("() => { const s = window.caseOverlays.status(0).layers.cells;"
+                           " return s.tileUrl && s.tileUrl.endsWith('/overlays/cells.dzi'); }",
+                           timeout=15000)
+    _settle(page)
+    assert has(_stage_png(page, 0), blue)
+    page.evaluate("() => window.caseOverlays.setVisible(0, 'cells', false)")
+    _settle(page)
 
 
 def test_edges_and_density_and_her2_layers_change_pixels(harness):

@@ -100,6 +100,18 @@ def test_he_overlays(phantom_case, client_for, pathologist, settings):
     assert status == 200 and headers[b"content-type"] == b"image/png" and body == tile.content
     assert asgi_get(url, [])[0] == 401
 
+    # ?hide=<legend codes>: the tumour cells left out (transparent), everything else as it was
+    hidden = client.get(url, {"hide": "0"})
+    assert hidden.status_code == 200 and hidden["ETag"] != tile["ETag"]
+    rgba_hidden = np.asarray(Image.open(io.BytesIO(hidden.content)).convert("RGBA"))
+    assert rgba_hidden[cy, cx, 3] == 0
+    others = (np.asarray(image) != 0) & ~np.isin(np.asarray(image), [1, ov.FILL_OFFSET + 1])
+    assert np.array_equal(rgba_hidden[others], rgba[others])
+    status, headers, body = asgi_get(url, [(b"cookie", cookie)], query=b"hide=0")
+    assert status == 200 and body == hidden.content and headers[b"etag"].decode() == hidden["ETag"]
+    assert asgi_get(url, [(b"cookie", cookie)], query=b"hide=tumour")[0] == 400
+    assert client.get(url, {"hide": "0,x"}).status_code == 400
+
     # viewport records = cells_in_rect of the same rectangle
     x, y, w, h = tumour.x - 300, tumour.y - 200, 600, 400
     response = client.get(cell_layer["viewport_url"], {"x": x, "y": y, "width": w, "height": h})
@@ -143,6 +155,10 @@ def test_he_overlays(phantom_case, client_for, pathologist, settings):
     close = np.asarray(overlay_render_region(slide, ["cells"], int(tumour.x) - 50, int(tumour.y) - 50, 100, 100, 100, 100))
     assert "#%02X%02X%02X" % tuple(close[50, 50, :3]) == cell_layer["legend"][0]["color"]
     assert close[50, 50, 3] == ov.FILL_ALPHA and close[0, 0, 3] in (0, 255, ov.FILL_ALPHA)
+    # the presenter unticked tumour cells: the snapshot leaves them out too
+    no_tumour = np.asarray(overlay_render_region(slide, ["cells"], int(tumour.x) - 50, int(tumour.y) - 50, 100, 100,
+                                                 100, 100, hidden={"cells": ["tumour"], "edges": ["no-such-pair"]}))
+    assert no_tumour[50, 50, 3] == 0
 
 
 def test_ihc_her2_layer(phantom_case, client_for, pathologist):

@@ -73,6 +73,9 @@ class SnapshotInput(serializers.Serializer):
     caption = serializers.CharField(required=False, allow_blank=True, max_length=500)
     layers = serializers.ListField(child=serializers.CharField(max_length=64), required=False, max_length=20)
     overlay_opacity = serializers.FloatField(required=False, min_value=0, max_value=1, default=1.0)
+    hidden = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField(max_length=64), max_length=256), required=False,
+        help_text='Legend keys left out per layer, as unticked in the viewer: {"cells": ["stroma"], "edges": ["T-S"]}')
 
 
 class SummaryInput(serializers.Serializer):

@@ -132,7 +132,7 @@ def _session_case(session: BoardSession, case: Case) -> None:
         raise BoardError("That case is not on this session's playlist.")
 
 
-def _overlay_region(slide: Slide, layers: list[str], x, y, width, height, out_width, out_height):
+def _overlay_region(slide: Slide, layers: list[str], x, y, width, height, out_width, out_height, hidden=None):
     """The lead's overlay renderer when it exists (viewer.overlays.overlay_render_region), else None."""
     if not layers:
         return None
@@ -141,7 +141,7 @@ def _overlay_region(slide: Slide, layers: list[str], x, y, width, height, out_wi
     except ImportError:
         return None
     try:
-        return overlay_render_region(slide, list(layers), x, y, width, height, out_width, out_height)
+        return overlay_render_region(slide, list(layers), x, y, width, height, out_width, out_height, hidden=hidden)
     except Exception:  # noqa: BLE001 - the snapshot still has value without its overlay; the record says so
         logger.exception("snapshot of slide %s: overlay rendering failed", slide.pk)
         return None
@@ -149,8 +149,10 @@ def _overlay_region(slide: Slide, layers: list[str], x, y, width, height, out_wi
 
 def board_snapshot_create(*, session: BoardSession, user, slide: Slide, x: float, y: float, width: float,
                           height: float, out_width: int, out_height: int | None = None, caption: str = "",
-                          layers: list[str] | None = None, overlay_opacity: float = 1.0) -> BoardRecord:
-    """A PNG of a slide region (level-0 px) at the given output size, with overlays and a caption."""
+                          layers: list[str] | None = None, overlay_opacity: float = 1.0,
+                          hidden: dict[str, list[str]] | None = None) -> BoardRecord:
+    """A PNG of a slide region (level-0 px) at the given output size, with overlays (without the
+    legend entries `hidden` per layer, as the presenter unticked them) and a caption."""
     from analysis.core.slides import SlideReader
     from viewer.board.render import png_bytes, snapshot_compose
 
@@ -185,7 +187,7 @@ def board_snapshot_create(*, session: BoardSession, user, slide: Slide, x: float
         region = reader.read_scaled(x=ix, y=iy, width=iw, height=ih, out_width=out_width, out_height=out_height)
     finally:
         reader.close()
-    overlay = _overlay_region(slide, layers or [], ix, iy, iw, ih, out_width, out_height)
+    overlay = _overlay_region(slide, layers or [], ix, iy, iw, ih, out_width, out_height, hidden=hidden)
     case = slide.case
     caption = (caption or "").strip()[:500]
     um_per_px = slide.mpp_x * iw / out_width if slide.mpp_x else None

@@ -183,3 +183,37 @@ def test_low_zoom_tiles_are_reduced_from_the_rasters(cells):
     # 1/64: blocks of 2 x 2 raster pixels; the tumour (priority over "other") and the lymphocyte stay visible
     codes = ov.render_tile_codes(rastered, "cells", x0=0, y0=0, w0=1024, h0=1024, out_w=16, out_h=16, scale=1 / 64)
     assert codes[1, 1] == 1 + 0 and codes[1, 2] == 1 + 2 and codes[14, 9] == 1 + 5 and (codes > 0).sum() == 3
+
+
+def test_hiding_codes_rewrites_only_the_transparency(run, cells):
+    """A class left out of a cached tile: its outline and fill entries become transparent,
+    every other pixel and the image data stay as they were (PNG spec 11.3.2 tRNS)."""
+    tumour = cells[cells["cls"] == "tumour"].iloc[0]
+    x0, y0 = int(tumour.x) - 64, int(tumour.y) - 64
+    png, empty = ov.render_tile_png(run, "cells", x0=x0, y0=y0, w0=128, h0=128, out_w=256, out_h=256)
+    assert not empty
+    code = ov.CLASS_ORDER.index(CellClass.TUMOUR)
+    indices = ov.palette_indices_of_codes("cells", [code])
+    assert indices == [1 + code, ov.FILL_OFFSET + 1 + code]
+    hidden = ov.png_palette_hide(png, indices)
+    before, after = Image.open(io.BytesIO(png)), Image.open(io.BytesIO(hidden))
+    assert np.array_equal(np.asarray(before), np.asarray(after))  # same palette indices
+    rgba_before = np.asarray(before.convert("RGBA"))
+    rgba_after = np.asarray(after.convert("RGBA"))
+    codes = np.asarray(before)
+    tumour_px = np.isin(codes, indices)
+    assert tumour_px.any() and (rgba_after[tumour_px][:, 3] == 0).all()
+    assert np.array_equal(rgba_before[~tumour_px], rgba_after[~tumour_px])
+    # a PNG without tRNS gets one (entries beyond it were opaque); unknown entries change nothing
+    plain = io.BytesIO()
+    small = Image.fromarray(np.array([[0, 1], [1, 2]], dtype=np.uint8), mode="P")
+    small.putpalette([0, 0, 0, 255, 0, 0, 0, 255, 0])
+    small.save(plain, format="PNG")
+    out = Image.open(io.BytesIO(ov.png_palette_hide(plain.getvalue(), [1]))).convert("RGBA")
+    assert np.asarray(out)[..., 3].tolist() == [[255, 0], [0, 255]]
+    assert ov.png_palette_hide(plain.getvalue(), [200]) == plain.getvalue()
+    assert ov.png_palette_hide(ov.transparent_png(8, 8), [1, 2]) == ov.transparent_png(8, 8)
+    assert ov.palette_indices_of_codes("edges", [0, 3, 999]) == [1, 4]
+    assert ov.hideable_codes("density-tumour") == 0
+    with pytest.raises(ov.OverlayError):
+        ov.png_palette_hide(b"GIF89a", [1])
