@@ -28,7 +28,7 @@ TILE_PATH = re.compile(
     r"|/overlays/(?P<layer>[a-z0-9][a-z0-9-]{0,40})(?:(?P<odzi>\.dzi)"
     r"|_files/(?P<olevel>\d+)/(?P<ocol>\d+)_(?P<orow>\d+)\.png))$"
 )
-HIDE_CODES = re.compile(r"^\d{1,3}(?:,\d{1,3}){0,255}$")
+HIDE_CODES = re.compile(r"\d{1,3}(?:,\d{1,3}){0,255}")
 CACHE_CONTROL = "private, max-age=86400"
 OVERLAY_CACHE_CONTROL = "private, no-cache"
 AUTH_TTL_SECONDS = 10.0
@@ -92,7 +92,7 @@ def tile_request(match: re.Match, *, authorised: bool, if_none_match: str | None
     if match["layer"]:
         from viewer import overlays
 
-        if hide and not HIDE_CODES.match(hide):
+        if hide and not HIDE_CODES.fullmatch(hide):
             return 400, [(b"content-type", b"text/plain")], b"hide: comma-separated legend codes, e.g. hide=0,3"
         try:
             response = overlays.overlay_pixel_response(
