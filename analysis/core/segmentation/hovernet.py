@@ -99,6 +99,24 @@ def _weights_file(*, model_name: str, weights_dir: Path | None, allow_download: 
         ) from error
 
 
+def _quiet_instance_info_progress() -> None:
+    """tiatoolbox's ``HoVerNet.postproc`` calls ``get_instance_info`` with its progress bar on and
+    no way to turn it off: one tqdm bar per tile in the worker's log. Give that module a tqdm
+    that is always disabled (our own progress goes to the job's progress bar instead)."""
+    from tiatoolbox.models.architecture import hovernet as tia_hovernet
+
+    if getattr(tia_hovernet.tqdm, "ladder_quiet", False):
+        return
+    loud = tia_hovernet.tqdm
+
+    def quiet(*args, **kwargs):
+        kwargs["disable"] = True
+        return loud(*args, **kwargs)
+
+    quiet.ladder_quiet = True
+    tia_hovernet.tqdm = quiet
+
+
 def load_hovernet(*, model_name: str, weights_dir: Path | None = None, allow_download: bool = True):
     """tiatoolbox HoVerNet of ``model_name`` with its weights loaded (strict), in eval mode."""
     # Weights first: a missing file is reported without the slow tiatoolbox import.
@@ -107,6 +125,7 @@ def load_hovernet(*, model_name: str, weights_dir: Path | None = None, allow_dow
         from tiatoolbox.models.architecture import get_pretrained_model
     except ImportError as error:
         raise HoverNetUnavailable(f"tiatoolbox is not installed ({error})") from error
+    _quiet_instance_info_progress()
     try:
         model, _ = get_pretrained_model(model_name, pretrained_weights=weights)
     except (RuntimeError, KeyError, OSError, ValueError) as error:

@@ -138,7 +138,7 @@ def _save_random_weights(folder) -> None:
 
 
 @pytest.mark.slow
-def test_whole_path_with_random_weights(tmp_path, monkeypatch, shared_file):
+def test_whole_path_with_random_weights(tmp_path, monkeypatch, shared_file, capfd):
     """Real tile -> resize to 0.25 um/px -> patches -> infer_batch -> postproc -> merge -> tile px."""
     import torch
 
@@ -151,7 +151,9 @@ def test_whole_path_with_random_weights(tmp_path, monkeypatch, shared_file):
     assert segmenter.info.approximate is False and segmenter.target_mpp == 0.25
     # 82 x 82 px at 0.5 um/px = 164 x 164 at the model's 0.25: one patch per checkpoint.
     rgb = tifffile.imread(shared_file("nuclei/gbm/01.tif"))[:82, :82, :3]
+    capfd.readouterr()
     result = segmenter.segment(rgb=rgb, mpp=0.5)
+    assert "Generating 'info_dict'" not in capfd.readouterr().err, "tiatoolbox's progress bar in the worker log"
     assert tuple(result.columns) == RESULT_COLUMNS
     assert len(result) >= 1, "calibrated random weights should give some nuclei"
     assert set(result["cls"]) <= {c.value for c in CellClass}
