@@ -48,7 +48,11 @@ def test_an_unwritable_data_folder_fails_with_exit_status_1(settings, tmp_path):
 
 
 def test_warnings_fail_only_when_strict(settings, tmp_path):
-    settings.LADDER_SLIDE_ROOTS = [tmp_path / "missing"]
+    # the product's own upload and demo folders may not exist yet: not a warning
+    settings.LADDER_SLIDE_ROOTS = [settings.LADDER_UPLOAD_DIR, settings.LADDER_DEMO_DIR]
+    (check,) = health_report(["slide_roots"])
+    assert check.status == "ok" and "none configured" in check.detail
+    settings.LADDER_SLIDE_ROOTS = [tmp_path / "missing", settings.LADDER_UPLOAD_DIR]
     assert run_health("--only", "slide_roots")[0] == 0
     code, out = run_health("--only", "slide_roots", "--strict")
     assert code == 1 and "not readable" in out

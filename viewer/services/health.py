@@ -12,6 +12,7 @@ import time
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import timedelta
+from pathlib import Path
 
 from django.conf import settings
 
@@ -136,7 +137,10 @@ def _data_dir() -> tuple[str, str]:
 
 
 def _slide_roots() -> tuple[str, str]:
-    roots = settings.LADDER_SLIDE_ROOTS
+    # The upload and demo folders are the product's own, made when first needed: only the
+    # operator's LADDER_SLIDE_ROOTS are checked.
+    own = {Path(settings.LADDER_UPLOAD_DIR).resolve(), Path(settings.LADDER_DEMO_DIR).resolve()}
+    roots = [root for root in settings.LADDER_SLIDE_ROOTS if Path(root).resolve() not in own]
     if not roots:
         return OK, "none configured (import by path is off; uploads still work)"
     unreadable = [str(root) for root in roots if not (root.is_dir() and os.access(root, os.R_OK | os.X_OK))]

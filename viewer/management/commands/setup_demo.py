@@ -49,7 +49,7 @@ class Command(BaseCommand):
         if not no_analysis:
             self._queue_analyses(case)
         self.stdout.write(self.style.SUCCESS(f"Demo case {case.case_id} is ready: /cases/{case.case_id}/"))
-        self.stdout.write("Log in at /accounts/login/ (http://127.0.0.1:8000 with ./run.sh) with one of:")
+        self.stdout.write("Log in at /accounts/login/ (the server prints its address) with one of:")
         for username, password in logins.items():
             roles = ", ".join(role.value for role in DEMO_USERS[username])
             self.stdout.write(f"    {username:12s} {password}    ({roles})")
