@@ -29,8 +29,8 @@ class Job(models.Model):
 
     kind = models.CharField(max_length=32, choices=JobKind.choices)
     status = models.CharField(max_length=12, choices=JobStatus.choices, default=JobStatus.QUEUED, db_index=True)
-    case = models.ForeignKey("viewer.Case", null=True, blank=True, on_delete=models.CASCADE, related_name="jobs")
-    slide = models.ForeignKey("viewer.Slide", null=True, blank=True, on_delete=models.CASCADE, related_name="jobs")
+    case = models.ForeignKey("cases.Case", null=True, blank=True, on_delete=models.CASCADE, related_name="jobs")
+    slide = models.ForeignKey("cases.Slide", null=True, blank=True, on_delete=models.CASCADE, related_name="jobs")
     params = models.JSONField(default=dict, blank=True)
     result = models.JSONField(default=dict, blank=True)
     progress = models.FloatField(default=0.0, help_text="0 to 1.")
@@ -63,7 +63,7 @@ class Job(models.Model):
 class AnalysisRun(models.Model):
     """A finished cell analysis of one slide; its files live in LADDER_RUNS_DIR/<run_dir>."""
 
-    slide = models.ForeignKey("viewer.Slide", on_delete=models.CASCADE, related_name="runs")
+    slide = models.ForeignKey("cases.Slide", on_delete=models.CASCADE, related_name="runs")
     job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="runs")
     run_dir = models.CharField(max_length=255, help_text="Folder under LADDER_RUNS_DIR.")
     source = models.CharField(max_length=16, default="segmentation",
@@ -95,7 +95,7 @@ class FeatureStatus(models.TextChoices):
 class SlideFeatures(models.Model):
     """Slide-level sc-MTOP features of one run, under a versioned schema."""
 
-    slide = models.ForeignKey("viewer.Slide", on_delete=models.CASCADE, related_name="features")
+    slide = models.ForeignKey("cases.Slide", on_delete=models.CASCADE, related_name="features")
     run = models.ForeignKey(AnalysisRun, null=True, blank=True, on_delete=models.CASCADE, related_name="features")
     schema_version = models.CharField(max_length=16)
     status = models.CharField(max_length=12, choices=FeatureStatus.choices, default=FeatureStatus.COMPUTED)
@@ -149,7 +149,7 @@ class ScoreStatus(models.TextChoices):
 class CaseScore(models.Model):
     """A case's HER2-LADDER score under one model and feature schema, with its attributions."""
 
-    case = models.ForeignKey("viewer.Case", on_delete=models.CASCADE, related_name="scores")
+    case = models.ForeignKey("cases.Case", on_delete=models.CASCADE, related_name="scores")
     model = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="scores")
     schema_version = models.CharField(max_length=16)
     status = models.CharField(max_length=16, choices=ScoreStatus.choices, default=ScoreStatus.SCORED)

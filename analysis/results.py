@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db import transaction
 
 from analysis.models import AnalysisRun, FeatureStatus, SlideFeatures
-from viewer.services.audit import audit_record
+from cases.audit import audit_record
 
 logger = logging.getLogger(__name__)
 

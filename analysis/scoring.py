@@ -19,8 +19,8 @@ from analysis.models import (
     ScoreStatus,
 )
 from analysis.results import schema_version
-from viewer.models import Stain
-from viewer.services.audit import audit_record
+from cases.models import Stain
+from cases.audit import audit_record
 
 CLINICAL_FIELDS = ("age", "clinical_t", "clinical_n", "clinical_stage", "er_status", "pr_status", "hr_status",
                    "her2_ihc", "grade")
@@ -78,7 +78,7 @@ def model_activate(*, model: ModelVersion, user=None) -> ModelVersion:
             activated_by=user if getattr(user, "is_authenticated", False) else None)
         audit_record(user=user, action="model.activate", detail={"model": model.pk, "name": model.name})
     model.refresh_from_db()
-    from viewer.models import Case
+    from cases.models import Case
 
     for case in Case.objects.all():
         score_enqueue(case=case, user=user)
@@ -176,7 +176,7 @@ def cohort_frame_from_cases(*, cases=None):
     values, pCR outcome where known, and the latest computed slide features of each case."""
     import pandas as pd
 
-    from viewer.models import Case
+    from cases.models import Case
 
     rows = []
     for case in (cases if cases is not None else Case.objects.all()):

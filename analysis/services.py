@@ -6,7 +6,7 @@ from django.utils import timezone
 
 from analysis.jobs.runner import dispatch
 from analysis.models import ACTIVE_STATUSES, Job, JobStatus
-from viewer.services.audit import audit_record
+from cases.audit import audit_record
 
 
 class JobStateError(ValueError):

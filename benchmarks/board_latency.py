@@ -74,7 +74,7 @@ def make_people(n_followers: int):
     from django.test import Client
 
     from viewer.board.services import board_create
-    from viewer.models import Case
+    from cases.models import Case
 
     def user(name: str, role: str):
         person, _ = User.objects.get_or_create(username=name)

@@ -84,7 +84,7 @@ def main() -> None:
     manage(env, "migrate", "--noinput", "-v0")
     manage(env, "import_slides", "--case", "LOAD-1", "--stain", "he", str(args.slide))
     script = ("import json\nfrom django.contrib.auth.models import User\nfrom rest_framework.authtoken.models import Token\n"
-              "from viewer.models import Slide\nu = User.objects.create_user('load', password='load-not-secret-1')\n"
+              "from cases.models import Slide\nu = User.objects.create_user('load', password='load-not-secret-1')\n"
               "t, _ = Token.objects.get_or_create(user=u)\ns = Slide.objects.get(case__case_id='LOAD-1')\n"
               "print(json.dumps({'token': t.key, 'slide': s.pk, 'case': s.case_id, 'w': s.width, 'h': s.height}))")
     info = json.loads(manage(env, "shell", "-c", script).strip().splitlines()[-1])

@@ -129,7 +129,7 @@ def main() -> None:
     from analysis.models import AnalysisRun
     from analysis.results import runs_root
     from viewer import overlays, tile_app
-    from viewer.models import Case, Slide, SlideStatus
+    from cases.models import Case, Slide, SlideStatus
 
     started = time.perf_counter()
     cells, edges, slide_w, slide_h = synthetic_run(n_cells=args.cells, n_edges=args.edges)

@@ -211,7 +211,7 @@ def ladder_setup(*, slide: Path, work_dir: Path, quality: int) -> LadderInstance
         "import json\n"
         "from django.contrib.auth import get_user_model\n"
         "from rest_framework.authtoken.models import Token\n"
-        "from viewer.models import Slide\n"
+        "from cases.models import Slide\n"
         "user = get_user_model().objects.create_user(username='bench', password='bench-not-secret-1')\n"
         "token, _ = Token.objects.get_or_create(user=user)\n"
         "print(json.dumps({'token': token.key, 'slide_id': Slide.objects.get(case__case_id='BENCH').pk}))\n"

@@ -102,6 +102,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "channels",
+    "cases",
     "viewer",
     "viewer.review",
     "viewer.board",
@@ -255,9 +256,9 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     "ENUM_NAME_OVERRIDES": {
-        "ReceptorStatusEnum": "viewer.models.Status",
-        "CaseStatusEnum": "viewer.models.CaseStatus",
-        "SlideStatusEnum": "viewer.models.SlideStatus",
+        "ReceptorStatusEnum": "cases.models.Status",
+        "CaseStatusEnum": "cases.models.CaseStatus",
+        "SlideStatusEnum": "cases.models.SlideStatus",
         "JobStatusEnum": "analysis.models.JobStatus",
     },
 }

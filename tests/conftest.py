@@ -38,7 +38,7 @@ def shared_file(shared_data):
 
 @pytest.fixture
 def make_user(db):
-    """Create a user with the given roles (viewer.models.Role values)."""
+    """Create a user with the given roles (cases.models.Role values)."""
     from django.contrib.auth.models import Group, User
 
     def make(username: str, *roles: str, password: str = "a-Long-test-passw0rd") -> "User":
@@ -78,7 +78,7 @@ def client_for(client):
 
 @pytest.fixture
 def case(db):
-    from viewer.models import Case
+    from cases.models import Case
 
     return Case.objects.create(case_id="CASE-1", age=51, clinical_t="T2", clinical_n="N1", clinical_stage="II",
                                er_status="positive", pr_status="negative", hr_status="positive", her2_ihc="3+")
@@ -169,7 +169,7 @@ def phantom_pair():
 
 @pytest.fixture
 def phantom_case(db, phantom_pair):
-    from viewer.models import Case
+    from cases.models import Case
     from viewer.services.slides import slide_import
 
     case = Case.objects.create(case_id="PHANTOM-1", age=55, clinical_t="T2", clinical_n="N0", clinical_stage="II",

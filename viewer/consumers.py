@@ -46,6 +46,6 @@ class CaseEventsConsumer(LoginRequiredConsumer):
 
     @database_sync_to_async
     def _case_exists(self) -> bool:
-        from viewer.models import Case
+        from cases.models import Case
 
         return Case.objects.filter(pk=self.case_pk).exists()

@@ -1,4 +1,4 @@
-from viewer.services.roles import user_can_edit_cases, user_is_admin, user_roles
+from cases.roles import user_can_edit_cases, user_is_admin, user_roles
 
 
 def roles(request):

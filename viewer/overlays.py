@@ -88,7 +88,7 @@ def overlay_run_info(slide_id: int) -> RunInfo | None:
         return hit[1]
     from analysis.models import AnalysisRun
     from analysis.results import run_path
-    from viewer.models import SlideStatus
+    from cases.models import SlideStatus
 
     run = (AnalysisRun.objects.select_related("slide").filter(slide_id=slide_id, slide__status=SlideStatus.READY)
            .order_by("-created_at", "-pk").first())

@@ -5,7 +5,7 @@ from django.db.models import Count, Q, QuerySet
 from django.urls import reverse
 
 from analysis.models import ACTIVE_STATUSES, Job
-from viewer.models import Case, Slide, SlideAlignment, SlideStatus, Stain
+from cases.models import Case, Slide, SlideAlignment, SlideStatus, Stain
 
 
 def case_list(*, query: str = "", status: str = "", her2: str = "", has_slides: str = "") -> QuerySet[Case]:

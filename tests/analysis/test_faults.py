@@ -12,7 +12,7 @@ from django.conf import settings
 from analysis.jobs.runner import job_claim, job_execute
 from analysis.models import AnalysisRun, JobStatus
 from analysis.services import analysis_enqueue
-from viewer.models import Stain
+from cases.models import Stain
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from analysis.jobs.runner import job_claim, job_execute
 from analysis.models import AnalysisRun, FeatureStatus, Job, JobKind, JobStatus
 from analysis.results import run_path, runs_root
 from analysis.services import JobStateError, analysis_enqueue, job_enqueue
-from viewer.models import Stain
+from cases.models import Stain
 
 
 def run_now(job: Job) -> Job:
@@ -52,7 +52,7 @@ def test_unknown_mpp_is_refused_with_a_reason(case, ihc_slide):
 
 @pytest.mark.django_db(transaction=True)
 def test_corrupt_slide_fails_its_job_only(case, he_slide, tmp_path, client_for, pathologist):
-    from viewer.models import Slide
+    from cases.models import Slide
 
     broken = tmp_path / "truncated.svs"
     original = he_slide.file_path

@@ -8,7 +8,7 @@ from django.core.management import call_command
 
 from analysis.models import CaseScore, FeatureStatus, ModelVersion, ScoreStatus, SlideFeatures
 from analysis.scoring import case_score_compute, model_activate, model_register, trained_model_load
-from viewer.models import AuditEvent
+from cases.models import AuditEvent
 
 
 def _give_features(case, model_dir):
@@ -94,7 +94,7 @@ def test_train_evaluate_and_score_commands(tmp_path, capsys, phantom_case):
 def test_cohort_assembled_from_database_cases(phantom_case, make_user):
     from analysis.core.cohort import cohort_from_frame
     from analysis.scoring import cohort_frame_from_cases
-    from viewer.models import Case
+    from cases.models import Case
 
     phantom_case.pcr = True
     phantom_case.save()

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.django_db
 
 
 def test_presenter_creates_a_session_through_the_api(client_for, presenter, case):
-    from viewer.models import Case
+    from cases.models import Case
 
     other = Case.objects.create(case_id="CASE-2")
     response = client_for(presenter).post("/api/boards/", {"cases": [other.pk, case.pk], "title": "Tuesday"},
@@ -61,7 +61,7 @@ def test_pathologist_cannot_start_from_the_page(client_for, pathologist, case):
 
 def test_presentation_page_reuses_the_paired_viewer(client_for, presenter, pathologist, he_slide, ihc_slide):
     from viewer.board.services import board_create
-    from viewer.models import Case
+    from cases.models import Case
 
     case = he_slide.case
     second = Case.objects.create(case_id="CASE-2")
@@ -123,7 +123,7 @@ def test_snapshot_is_the_region_with_a_caption(client_for, presenter, he_slide, 
 
 def test_snapshot_rejects_bad_requests(client_for, presenter, make_user, he_slide):
     from viewer.board.services import board_create
-    from viewer.models import Case
+    from cases.models import Case
 
     session = board_create(user=presenter, cases=[he_slide.case])
     client = client_for(presenter)

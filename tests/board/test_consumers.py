@@ -65,7 +65,7 @@ async def nothing_of(communicator, kind: str, wait: float = 0.3) -> bool:
 @pytest.fixture
 def session(presenter, pathologist, make_user, case):
     from viewer.board.services import board_create
-    from viewer.models import Case
+    from cases.models import Case
 
     other = Case.objects.create(case_id="CASE-2")
     board = board_create(user=presenter, cases=[case, other])
@@ -243,6 +243,6 @@ def test_handover_changes_the_driver_and_everyone_is_told(session):
     assert back["driver"] == pres.pk
     session["session"].refresh_from_db()
     assert session["session"].driver_id == pres.pk
-    from viewer.models import AuditEvent
+    from cases.models import AuditEvent
 
     assert AuditEvent.objects.filter(action="board.handover").count() == 2

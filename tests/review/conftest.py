@@ -6,7 +6,7 @@ import pytest
 
 @pytest.fixture
 def slides(case):
-    from viewer.models import Slide
+    from cases.models import Slide
 
     he = Slide.objects.create(case=case, stain="he", name="he.svs", source_path="/nowhere/he.svs", status="ready",
                               width=20000, height=15000)

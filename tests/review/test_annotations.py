@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from viewer.models import AuditEvent
+from cases.models import AuditEvent
 from viewer.review.models import Annotation, AnnotationLabel
 
 pytestmark = pytest.mark.django_db

@@ -26,7 +26,7 @@ def test_case_page_shows_the_review_and_annotation_panels(case, slides, scored, 
 
 
 def test_disagreement_queue_and_csv(case, slides, scored, pathologist, make_user, client):
-    from viewer.models import Case
+    from cases.models import Case
 
     agreeing = Case.objects.create(case_id="CASE-2", her2_ihc="3+")
     review_save(case=case, user=pathologist, data=FULL, version=0)
@@ -51,7 +51,7 @@ def test_disagreement_queue_and_csv(case, slides, scored, pathologist, make_user
 
 
 def test_audit_log_is_for_admins_and_filters(case, scored, pathologist, presenter, admin_user_role, client):
-    from viewer.models import AuditEvent
+    from cases.models import AuditEvent
 
     review_save(case=case, user=pathologist, data=FULL, version=0)
     client.force_login(pathologist)

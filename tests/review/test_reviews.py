@@ -6,7 +6,7 @@ import threading
 import pytest
 from django.core.exceptions import PermissionDenied, ValidationError
 
-from viewer.models import AuditEvent, Case
+from cases.models import AuditEvent, Case
 from viewer.review.models import Review
 from viewer.review.services import ConflictError, case_automated_her2, case_mark_discussed, review_save
 

@@ -17,7 +17,7 @@ from analysis.models import JobStatus
 from analysis.results import run_path
 from analysis.services import analysis_enqueue
 from tests.viewer.asgi import asgi_get
-from viewer.models import Stain
+from cases.models import Stain
 
 # Tiles are rendered on the tile thread pool, with its own database connections: data must be committed.
 pytestmark = pytest.mark.django_db(transaction=True)

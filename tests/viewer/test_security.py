@@ -6,7 +6,7 @@ from django.test import Client
 from django.urls import reverse
 
 from tests.viewer.test_access import all_urls
-from viewer.models import Slide
+from cases.models import Slide
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from openslide import OpenSlide
 
-from viewer.models import AuditEvent, Case, MppSource, Slide, SlideAlignment
+from cases.models import AuditEvent, Case, MppSource, Slide, SlideAlignment
 from viewer.services.slides import SlideImportError, slide_import, slide_set_mpp
 
 

@@ -1,6 +1,6 @@
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 
-from viewer.services.roles import user_can_edit_cases, user_is_admin
+from cases.roles import user_can_edit_cases, user_is_admin
 
 
 class CanEditCasesOrReadOnly(BasePermission):

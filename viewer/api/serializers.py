@@ -4,7 +4,7 @@ from rest_framework import serializers
 
 from analysis.models import Job
 from viewer import selectors
-from viewer.models import Case, Slide, SlideAlignment, Stain
+from cases.models import Case, Slide, SlideAlignment, Stain
 
 
 class SlideSerializer(serializers.ModelSerializer):

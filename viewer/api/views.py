@@ -21,7 +21,7 @@ from viewer.api.serializers import (
     SlideMppSerializer,
     SlideSerializer,
 )
-from viewer.models import Case, Slide
+from cases.models import Case, Slide
 from viewer.services import cases as case_services
 from viewer.services.slides import (
     SlideImportError,

@@ -12,7 +12,7 @@ from rest_framework.views import APIView
 
 from viewer.board import selectors, services
 from viewer.board.models import BoardRecord, BoardSession
-from viewer.models import Case, Slide
+from cases.models import Case, Slide
 
 
 class CanPresentOrReadOnly(BasePermission):

@@ -38,7 +38,7 @@ class BoardItem(models.Model):
     """A case on a session's playlist, in order."""
 
     session = models.ForeignKey(BoardSession, on_delete=models.CASCADE, related_name="items")
-    case = models.ForeignKey("viewer.Case", on_delete=models.CASCADE, related_name="+")
+    case = models.ForeignKey("cases.Case", on_delete=models.CASCADE, related_name="+")
     position = models.PositiveSmallIntegerField()
 
     class Meta:
@@ -71,8 +71,8 @@ class BoardRecord(models.Model):
     """
 
     session = models.ForeignKey(BoardSession, on_delete=models.CASCADE, related_name="records")
-    case = models.ForeignKey("viewer.Case", on_delete=models.CASCADE, related_name="+")
-    slide = models.ForeignKey("viewer.Slide", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    case = models.ForeignKey("cases.Case", on_delete=models.CASCADE, related_name="+")
+    slide = models.ForeignKey("cases.Slide", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     kind = models.CharField(max_length=10, choices=RecordKind.choices)
     caption = models.CharField(max_length=500, blank=True)
     viewport = models.JSONField(default=dict, blank=True)

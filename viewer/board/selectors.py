@@ -6,7 +6,7 @@ from django.db.models import QuerySet
 from django.urls import reverse
 
 from viewer.board.models import BoardRecord, BoardSession
-from viewer.models import Case
+from cases.models import Case
 
 STATE_CACHE_TIMEOUT = 7 * 24 * 3600
 

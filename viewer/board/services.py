@@ -15,9 +15,9 @@ from django.utils import timezone
 
 from viewer.board.models import BoardItem, BoardParticipant, BoardRecord, BoardSession, RecordKind
 from viewer.board.selectors import STATE_CACHE_TIMEOUT, board_state_cache_key
-from viewer.models import Case, Role, Slide, SlideStatus, Stain
-from viewer.services.audit import audit_record
-from viewer.services.roles import user_has_role
+from cases.models import Case, Role, Slide, SlideStatus, Stain
+from cases.audit import audit_record
+from cases.roles import user_has_role
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from django.views.decorators.http import require_http_methods
 from viewer import selectors as viewer_selectors
 from viewer.board import selectors, services
 from viewer.board.models import BoardRecord, BoardSession, RecordKind
-from viewer.models import Case
+from cases.models import Case
 
 
 @require_http_methods(["GET", "POST"])

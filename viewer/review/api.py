@@ -14,10 +14,10 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.response import Response
 
-from viewer.models import Case, Slide
+from cases.models import Case, Slide
 from viewer.review import selectors, services
 from viewer.review.models import Annotation, Review
-from viewer.services.roles import user_is_admin
+from cases.roles import user_is_admin
 
 
 def _invalid(exc: DjangoValidationError) -> ValidationError:

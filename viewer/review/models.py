@@ -11,7 +11,7 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
-from viewer.models import Her2Score
+from cases.models import Her2Score
 
 
 class AnnotationLabel(models.Model):
@@ -46,7 +46,7 @@ class Annotation(models.Model):
     """A shape on one slide, in level-0 pixels (a GeoJSON geometry: Polygon or Point)."""
 
     uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    slide = models.ForeignKey("viewer.Slide", on_delete=models.CASCADE, related_name="annotations")
+    slide = models.ForeignKey("cases.Slide", on_delete=models.CASCADE, related_name="annotations")
     author = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL,
                                related_name="annotations")
     label = models.ForeignKey(AnnotationLabel, on_delete=models.PROTECT, related_name="annotations")
@@ -94,7 +94,7 @@ class ExpectedResponse(models.TextChoices):
 class Review(models.Model):
     """One reviewer's call on a case: agreement with the risk group, expected response, HER2."""
 
-    case = models.ForeignKey("viewer.Case", on_delete=models.CASCADE, related_name="reviews")
+    case = models.ForeignKey("cases.Case", on_delete=models.CASCADE, related_name="reviews")
     reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="reviews")
     agrees = models.BooleanField("agrees with the risk group", null=True, blank=True)
     expected_response = models.CharField(max_length=10, choices=ExpectedResponse.choices, blank=True)

@@ -10,9 +10,9 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from django.utils.dateparse import parse_date
 
-from viewer.models import AuditEvent, Case, Slide
+from cases.models import AuditEvent, Case, Slide
 from viewer.review.models import Annotation, AnnotationLabel, AnnotationRevision, Review
-from viewer.services.roles import user_is_admin
+from cases.roles import user_is_admin
 
 
 def annotation_labels(*, active_only: bool = True) -> QuerySet[AnnotationLabel]:

@@ -12,7 +12,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from viewer.models import Case, CaseStatus, Her2Score, Role, Slide
+from cases.models import Case, CaseStatus, Her2Score, Role, Slide
 from viewer.review.models import (
     Annotation,
     AnnotationLabel,
@@ -24,8 +24,8 @@ from viewer.review.models import (
 
 __all__ = ["ConflictError", "annotation_create", "annotation_delete", "annotation_revert", "annotation_update",
            "annotations_import", "case_mark_discussed", "review_save"]
-from viewer.services.audit import audit_record
-from viewer.services.roles import user_can_edit_cases, user_has_role, user_is_admin
+from cases.audit import audit_record
+from cases.roles import user_can_edit_cases, user_has_role, user_is_admin
 
 MAX_VERTICES = 20000
 MAX_COMMENT = 5000

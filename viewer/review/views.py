@@ -10,7 +10,7 @@ from django.shortcuts import render
 from django.utils import timezone
 
 from viewer.review import selectors
-from viewer.services.roles import user_is_admin
+from cases.roles import user_is_admin
 
 
 def disagreement_queue(request):

@@ -1,8 +1,8 @@
 """Case writes."""
 from __future__ import annotations
 
-from viewer.models import Case
-from viewer.services.audit import audit_record
+from cases.models import Case
+from cases.audit import audit_record
 
 CLINICAL_FIELDS = ("age", "clinical_t", "clinical_n", "clinical_stage", "er_status", "pr_status", "hr_status",
                    "her2_ihc", "grade", "regimen", "pcr")

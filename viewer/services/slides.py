@@ -11,8 +11,8 @@ from django.conf import settings
 from django.db import transaction
 
 from analysis.core.slides import SlideError, UnsupportedSlideError, file_checksum, read_slide_metadata
-from viewer.models import Case, MppSource, Slide, SlideAlignment, SlideStatus, Stain
-from viewer.services.audit import audit_record
+from cases.models import Case, MppSource, Slide, SlideAlignment, SlideStatus, Stain
+from cases.audit import audit_record
 
 logger = logging.getLogger(__name__)
 

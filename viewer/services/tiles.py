@@ -78,7 +78,7 @@ def tile_source_get(slide_id: int) -> TileSource | None:
     hit = _info_cache.get(slide_id)
     if hit and now - hit[0] < INFO_TTL_SECONDS:
         return hit[1]
-    from viewer.models import Slide, SlideStatus
+    from cases.models import Slide, SlideStatus
 
     row = (
         Slide.objects.filter(pk=slide_id, status=SlideStatus.READY)

@@ -8,7 +8,7 @@ from django.views.decorators.http import require_POST
 
 from analysis.models import ModelVersion
 from analysis.scoring import model_activate
-from viewer.services.roles import user_is_admin
+from cases.roles import user_is_admin
 
 
 def model_list(request):

@@ -7,7 +7,7 @@ from tqdm import tqdm
 from analysis.jobs.runner import job_claim, job_execute
 from analysis.models import JobKind, JobStatus
 from analysis.services import job_enqueue
-from viewer.models import Slide
+from cases.models import Slide
 
 
 class Command(BaseCommand):

@@ -4,7 +4,7 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 
 from analysis.results import cells_import
-from viewer.models import Slide
+from cases.models import Slide
 
 
 class Command(BaseCommand):

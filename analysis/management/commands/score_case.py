@@ -6,7 +6,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 
 from analysis.scoring import ModelRegistryError, case_score_compute
-from viewer.models import Case
+from cases.models import Case
 
 
 class Command(BaseCommand):

@@ -35,7 +35,7 @@ class Command(BaseCommand):
                 warnings.simplefilter("always")
                 if cohort == "db":
                     from analysis.scoring import cohort_frame_from_cases
-                    from viewer.models import Case
+                    from cases.models import Case
 
                     frame = cohort_frame_from_cases(cases=Case.objects.filter(pcr__isnull=False, is_demo=False))
                     if frame.empty:

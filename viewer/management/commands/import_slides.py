@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
 
-from viewer.models import Case, Stain
+from cases.models import Case, Stain
 from viewer.services.cases import case_create
 from viewer.services.slides import SlideImportError, slide_import
 

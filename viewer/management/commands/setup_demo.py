@@ -10,8 +10,8 @@ from django.conf import settings
 from django.contrib.auth.models import Group, User
 from django.core.management.base import BaseCommand, CommandError
 
-from viewer.models import Case, Role, SlideAlignment, Stain
-from viewer.services.roles import roles_ensure_groups
+from cases.models import Case, Role, SlideAlignment, Stain
+from cases.roles import roles_ensure_groups
 from viewer.services.slides import alignment_ensure_default, slide_import
 
 DEMO_CASE_ID = "DEMO-001"

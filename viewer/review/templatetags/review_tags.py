@@ -4,10 +4,10 @@ from __future__ import annotations
 from django import template
 from django.urls import reverse
 
-from viewer.models import Her2Score
+from cases.models import Her2Score
 from viewer.review import selectors
 from viewer.review.models import ExpectedResponse, Review
-from viewer.services.roles import user_can_edit_cases
+from cases.roles import user_can_edit_cases
 
 register = template.Library()
 

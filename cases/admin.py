@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from viewer.models import AuditEvent, Case, Slide, SlideAlignment
+from cases.models import AuditEvent, Case, Slide, SlideAlignment
 
 
 class SlideInline(admin.TabularInline):

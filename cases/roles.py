@@ -1,9 +1,9 @@
-"""Roles: Django groups named after viewer.models.Role. Superusers are admins."""
+"""Roles: Django groups named after cases.models.Role. Superusers are admins."""
 from __future__ import annotations
 
 from django.contrib.auth.models import Group
 
-from viewer.models import Role
+from cases.models import Role
 
 
 def roles_ensure_groups() -> None:

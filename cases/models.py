@@ -1,7 +1,8 @@
-"""Cases, slides and what pathologists record about them.
+"""Cases, slides and what pathologists record about them: the base domain of the product.
 
 The database keeps metadata; pixels stay in the slide files where they are, and cell
-tables live in run folders (analysis app).
+tables live in run folders (analysis app). The models came from the `viewer` app and keep
+its table names (`viewer_case`, ...): no data moved (migrations/0001 adopts the tables).
 """
 from __future__ import annotations
 
@@ -89,6 +90,7 @@ class Case(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        db_table = "viewer_case"
         ordering = ["case_id"]
 
     def __str__(self) -> str:
@@ -147,6 +149,7 @@ class Slide(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        db_table = "viewer_slide"
         ordering = ["case", "stain", "id"]
 
     def __str__(self) -> str:
@@ -179,6 +182,7 @@ class SlideAlignment(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
+        db_table = "viewer_slidealignment"
         constraints = [models.UniqueConstraint(fields=["fixed", "moving"], name="unique_alignment_pair")]
 
 
@@ -193,6 +197,7 @@ class AuditEvent(models.Model):
     detail = models.JSONField(default=dict, blank=True)
 
     class Meta:
+        db_table = "viewer_auditevent"
         ordering = ["-at"]
 
     def save(self, *args, **kwargs):

@@ -1,7 +1,7 @@
 """The audit log: one append-only row per import, analysis, review, annotation or activation."""
 from __future__ import annotations
 
-from viewer.models import AuditEvent
+from cases.models import AuditEvent
 
 
 def audit_record(*, user=None, action: str, case=None, slide=None, detail: dict | None = None) -> AuditEvent:

@@ -1,0 +1,33 @@
+"""Case and Slide moved from the viewer app to the cases app.
+
+State only: the foreign keys now name cases.Case / cases.Slide; the database constraints already point
+at the same tables (viewer_case, viewer_slide), so nothing in the database changes.
+"""
+import django.db.models.deletion
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+
+    dependencies = [
+        ("review", "0002_seed_labels"),
+        ("cases", "0001_initial"),
+    ]
+
+    operations = [
+        migrations.SeparateDatabaseAndState(
+            database_operations=[],
+            state_operations=[
+                migrations.AlterField(
+                    model_name='annotation',
+                    name='slide',
+                    field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='annotations', to='cases.slide'),
+                ),
+                migrations.AlterField(
+                    model_name='review',
+                    name='case',
+                    field=models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='reviews', to='cases.case'),
+                ),
+            ],
+        ),
+    ]
