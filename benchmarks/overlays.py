@@ -13,7 +13,7 @@ analysis.core.cells.write_cells / write_edges, registered as a run of a slide in
 data folder (SQLite), then:
 
 - tiles: cold (tile cache cleared first) through the fast path function
-  `viewer.tile_app.tile_request`, exactly what the server runs on its tile threads: 40
+  `viewer.tiles.asgi.tile_request`, exactly what the server runs on its tile threads: 40
   random tiles with tissue per deep-zoom level from the full-resolution level down to
   the level where the slide is one tile, for the layers cells, edges and density-tumour;
 - viewports: 200 random 2000 x 1200 px rectangles in tissue through the Django test
@@ -128,7 +128,9 @@ def main() -> None:
     from analysis.core.cells import write_cells, write_edges
     from analysis.models import AnalysisRun
     from analysis.results import runs_root
-    from viewer import overlays, tile_app
+    from viewer.overlays import selectors as overlay_selectors
+    from viewer.overlays import services as overlays
+    from viewer.tiles import asgi as tile_app
     from cases.models import Case, Slide, SlideStatus
 
     started = time.perf_counter()
@@ -154,7 +156,7 @@ def main() -> None:
     client.force_login(user)
 
     started = time.perf_counter()
-    layers = overlays.slide_overlay_layers(slide)
+    layers = overlay_selectors.slide_overlay_layers(slide)
     summary_s = time.perf_counter() - started
     started = time.perf_counter()
     data = overlays.run_overlay_get(overlays.overlay_run_info(slide.pk))
@@ -215,7 +217,7 @@ def main() -> None:
     whole = client.get(f"/api/slides/{slide.pk}/overlays/cells/viewport",
                        {"x": 0, "y": 0, "width": slide_w, "height": slide_h})
     whole_s = time.perf_counter() - t
-    assert whole.status_code == (413 if len(cells) > overlays.overlay_max_records() else 200)
+    assert whole.status_code == (413 if len(cells) > overlay_selectors.overlay_max_records() else 200)
 
     result = {
         "benchmark": "overlays",

@@ -9,7 +9,7 @@ for; ``--client httpx`` is there to compare), cold and warm, on a >= 50,000 x 50
 reused if present). Two servers get the same tile URLs, level/col/row for level/col/row:
 
 - ``ladder``: the product, ``manage.py serve --no-worker`` (Daphne, ASGI tile fast path of
-  viewer/tile_app.py, LADDER_TILE_THREADS threads, LocMem tile cache), on a fresh
+  viewer/tiles/asgi.py, LADDER_TILE_THREADS threads, LocMem tile cache), on a fresh
   LADDER_DATA_DIR with a migrated SQLite DB, a user with a DRF token
   (``Authorization: Token``) and the slide imported with ``manage.py import_slides``.
 - ``flask``: benchmarks/flask_deepzoom_server.py, openslide-python's deep-zoom example
@@ -71,7 +71,7 @@ from analysis.core.slides import DeepZoomGeometry  # noqa: E402
 DEFAULT_SLIDE = Path("/tmp/her2st-mirrored-51200.tif")
 RESULTS_PATH = PROJECT_ROOT / "benchmarks" / "results" / "tiles.json"
 FLASK_SERVER = PROJECT_ROOT / "benchmarks" / "flask_deepzoom_server.py"
-TILE_SIZE, OVERLAP = 256, 0  # the product's (viewer/services/tiles.py)
+TILE_SIZE, OVERLAP = 256, 0  # the product's (viewer/tiles/services.py)
 CONCURRENCIES = (1, 8)
 VIEWPORT = (1600, 900)  # screen px of the viewer's slide pane
 ZOOM_LEVELS = 5  # finest deep-zoom levels a session zooms through

@@ -14,7 +14,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from viewer.routing import websocket_urlpatterns  # noqa: E402
-from viewer.tile_app import TileFastPath  # noqa: E402
+from viewer.tiles.asgi import TileFastPath  # noqa: E402
 
 application = ProtocolTypeRouter(
     {

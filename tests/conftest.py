@@ -86,14 +86,14 @@ def case(db):
 
 @pytest.fixture
 def he_slide(case, shared_file):
-    from viewer.services.slides import slide_import
+    from viewer.cases.services.slides import slide_import
 
     return slide_import(case=case, stain="he", path=shared_file("slides/CMU-1-Small-Region.svs"))
 
 
 @pytest.fixture
 def ihc_slide(case, shared_file):
-    from viewer.services.slides import slide_import
+    from viewer.cases.services.slides import slide_import
 
     return slide_import(case=case, stain="ihc", path=shared_file("slides/tcga-cr-7395-01a-01-ts1.svs"))
 
@@ -170,7 +170,7 @@ def phantom_pair():
 @pytest.fixture
 def phantom_case(db, phantom_pair):
     from cases.models import Case
-    from viewer.services.slides import slide_import
+    from viewer.cases.services.slides import slide_import
 
     case = Case.objects.create(case_id="PHANTOM-1", age=55, clinical_t="T2", clinical_n="N0", clinical_stage="II",
                                er_status="positive", pr_status="positive", hr_status="positive", her2_ihc="3+", grade=2)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 
-from viewer.tile_app import TILE_PATH
+from viewer.tiles.asgi import TILE_PATH
 
 # Paths that answer for themselves: the login page, static files, the REST API (DRF answers
 # 401/403 itself, for session and token clients alike), slide pixels (401, as the ASGI fast

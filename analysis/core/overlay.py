@@ -1,6 +1,6 @@
 """Overlay rendering: palette PNG tiles and binary viewport records of a run's cells and edges.
 
-Pure numpy + Pillow, no Django. The web side (viewer.overlays) loads a run once per process
+Pure numpy + Pillow, no Django. The web side (viewer.overlays.services) loads a run once per process
 into a `RunOverlay` (flat float32/uint8 arrays sorted by a coarse grid, with CSR offsets: a
 rectangle query is a handful of contiguous slices) and asks for tiles and records.
 

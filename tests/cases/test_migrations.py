@@ -62,7 +62,8 @@ def test_old_schema_migrates_forward_with_rows_intact():
     job = Job.objects.create(kind="analyze_slide", case=case, slide=he, status="succeeded")
     Annotation = old.get_model("review", "Annotation")
     AnnotationLabel = old.get_model("review", "AnnotationLabel")
-    label = AnnotationLabel.objects.order_by("pk").first()  # seeded by review 0002
+    # seeded by review 0002 (an earlier transactional test may have flushed it)
+    label = AnnotationLabel.objects.get_or_create(name="Old-schema label")[0]
     Annotation.objects.create(slide=he, author=user, label=label, shape="point",
                               geometry={"type": "Point", "coordinates": [1, 2]})
     BoardSession = old.get_model("board", "BoardSession")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 
-from viewer.tile_app import TileFastPath
+from viewer.tiles.asgi import TileFastPath
 
 
 def asgi_get(path: str, headers: list[tuple[bytes, bytes]], query: bytes = b""):

@@ -1,17 +1,25 @@
+"""Every /api/ route, in one list (included by config/urls.py). Each capability keeps its REST
+views in its own folder (viewer/<capability>/api.py); this file is where a newcomer finds them all.
+OpenAPI schema at /api/schema/; session or token auth; permissions in viewer/api/permissions.py."""
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 from rest_framework.routers import DefaultRouter
 
-from viewer.api import views
+from viewer.cases import api as cases_api
+from viewer.health import api as health_api
+from viewer.jobs import api as jobs_api
 
 router = DefaultRouter()
-router.register("cases", views.CaseViewSet, basename="api-case")
-router.register("slides", views.SlideViewSet, basename="api-slide")
-router.register("jobs", views.JobViewSet, basename="api-job")
+router.register("cases", cases_api.CaseViewSet, basename="api-case")
+router.register("slides", cases_api.SlideViewSet, basename="api-slide")
+router.register("jobs", jobs_api.JobViewSet, basename="api-job")
 
 urlpatterns = [
+    path("", include("viewer.review.api_urls")),
+    path("", include("viewer.board.api_urls")),
+    path("", include("viewer.overlays.api_urls")),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("health/", views.health, name="api-health"),
-    path("cases/<int:pk>/alignment/", views.case_alignment, name="api-case-alignment"),
+    path("health/", health_api.health, name="api-health"),
+    path("cases/<int:pk>/alignment/", cases_api.case_alignment, name="api-case-alignment"),
     path("", include(router.urls)),
 ]

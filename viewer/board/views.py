@@ -9,7 +9,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
-from viewer import selectors as viewer_selectors
+from viewer.cases import selectors as viewer_selectors
 from viewer.board import selectors, services
 from viewer.board.models import BoardRecord, BoardSession, RecordKind
 from cases.models import Case

@@ -5,7 +5,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from viewer.services.health import CHECKS, FAIL, WARN, health_as_dict, health_overall, health_report
+from viewer.health.services import CHECKS, FAIL, WARN, health_as_dict, health_overall, health_report
 
 
 class Command(BaseCommand):

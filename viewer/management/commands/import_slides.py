@@ -4,8 +4,8 @@ from __future__ import annotations
 from django.core.management.base import BaseCommand, CommandError
 
 from cases.models import Case, Stain
-from viewer.services.cases import case_create
-from viewer.services.slides import SlideImportError, slide_import
+from viewer.cases.services.cases import case_create
+from viewer.cases.services.slides import SlideImportError, slide_import
 
 
 class Command(BaseCommand):

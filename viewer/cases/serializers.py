@@ -2,8 +2,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
-from analysis.models import Job
-from viewer import selectors
+from viewer.cases import selectors
 from cases.models import Case, Slide, SlideAlignment, Stain
 
 
@@ -30,7 +29,7 @@ class SlideSerializer(serializers.ModelSerializer):
 
     def get_overlays(self, slide: Slide) -> list[dict]:
         """Overlay layers of the slide's latest analysis (empty until one has run)."""
-        from viewer.overlays import slide_overlay_layers
+        from viewer.overlays.selectors import slide_overlay_layers
 
         return slide_overlay_layers(slide)
 
@@ -78,16 +77,3 @@ class AlignmentSerializer(serializers.ModelSerializer):
         fields = ["fixed", "moving", "offset_x", "offset_y", "rotation", "scale", "updated_at"]
         read_only_fields = ["fixed", "moving", "updated_at"]
         extra_kwargs = {"scale": {"min_value": 1e-3, "max_value": 1e3}}
-
-
-class JobSerializer(serializers.ModelSerializer):
-    kind_display = serializers.CharField(source="get_kind_display", read_only=True)
-
-    class Meta:
-        model = Job
-        fields = [
-            "id", "kind", "kind_display", "status", "case", "slide", "params", "result", "progress", "message",
-            "eta_seconds", "error", "attempts", "max_attempts", "cancel_requested", "created_at", "started_at",
-            "finished_at", "log",
-        ]
-        read_only_fields = fields

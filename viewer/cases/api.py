@@ -1,4 +1,5 @@
-"""REST API: cases, slides (import, mpp), alignment, jobs. Thin: services do the writes."""
+"""REST API of cases and slides: cases, slide import/upload, mpp, analysis requests, alignment.
+Thin: services do the writes (routes: viewer/api/urls.py)."""
 from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
@@ -9,21 +10,19 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
-from analysis.models import Job
-from analysis.services import JobStateError, analysis_enqueue, job_cancel, job_retry
-from viewer import selectors
-from viewer.api.permissions import CanEditCasesOrReadOnly, IsAdminRole
-from viewer.api.serializers import (
+from analysis.services import JobStateError, analysis_enqueue
+from cases.models import Case, Slide
+from viewer.cases import selectors
+from viewer.api.permissions import CanEditCasesOrReadOnly
+from viewer.cases.serializers import (
     AlignmentSerializer,
     CaseSerializer,
-    JobSerializer,
     SlideImportSerializer,
     SlideMppSerializer,
     SlideSerializer,
 )
-from cases.models import Case, Slide
-from viewer.services import cases as case_services
-from viewer.services.slides import (
+from viewer.cases.services import cases as case_services
+from viewer.cases.services.slides import (
     SlideImportError,
     alignment_ensure_default,
     alignment_reset,
@@ -32,7 +31,8 @@ from viewer.services.slides import (
     slide_set_mpp,
     slide_upload,
 )
-from viewer.services.tiles import tile_source_forget
+from viewer.jobs.serializers import JobSerializer
+from viewer.tiles.services import tile_source_forget
 
 
 class CaseViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
@@ -128,45 +128,3 @@ def case_alignment(request, pk: int):
     elif request.method == "DELETE":
         alignment = alignment_reset(alignment=alignment, user=request.user)
     return Response(AlignmentSerializer(alignment).data)
-
-
-class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    serializer_class = JobSerializer
-    permission_classes = [CanEditCasesOrReadOnly]
-
-    def get_queryset(self):
-        jobs = Job.objects.all()
-        params = self.request.query_params
-        for name in ("case", "slide", "status", "kind"):
-            if params.get(name):
-                jobs = jobs.filter(**{name: params[name]})
-        return jobs.order_by("-created_at")
-
-    @extend_schema(request=None, responses=JobSerializer)
-    @action(detail=True, methods=["post"])
-    def cancel(self, request, pk=None):
-        try:
-            job = job_cancel(job=self.get_object(), user=request.user)
-        except JobStateError as exc:
-            raise ValidationError({"detail": str(exc)}) from exc
-        return Response(JobSerializer(job).data)
-
-    @extend_schema(request=None, responses=JobSerializer)
-    @action(detail=True, methods=["post"])
-    def retry(self, request, pk=None):
-        try:
-            job = job_retry(job=self.get_object(), user=request.user)
-        except JobStateError as exc:
-            raise ValidationError({"detail": str(exc)}) from exc
-        return Response(JobSerializer(job).data, status=status.HTTP_201_CREATED)
-
-
-@extend_schema(responses={200: dict, 503: dict},
-               description="Admins: the deployment's health checks (as `manage.py health`); 503 when one fails.")
-@api_view(["GET"])
-@permission_classes([IsAdminRole])
-def health(request):
-    from viewer.services.health import FAIL, health_as_dict, health_report
-
-    report = health_as_dict(health_report())
-    return Response(report, status=503 if report["status"] == FAIL else 200)

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture(autouse=True)
 def _empty_tile_cache():
-    from viewer.services.tiles import tile_source_forget
+    from viewer.tiles.services import tile_source_forget
 
     caches["tiles"].clear()
     tile_source_forget()
@@ -74,7 +74,7 @@ def test_no_route_serves_associated_images(client_for, pathologist, he_slide):
 def test_fast_path_authenticates_session_and_token(client, pathologist, he_slide):
     from rest_framework.authtoken.models import Token
 
-    from viewer.tile_app import forget_credentials
+    from viewer.tiles.asgi import forget_credentials
 
     forget_credentials()
     path = f"/slides/{he_slide.pk}_files/12/0_0.jpeg"

@@ -8,10 +8,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
 from analysis.models import JobStatus
-from viewer import selectors
+from viewer.cases import selectors
 from cases.models import Case, CaseStatus, Her2Score, Slide, Stain
 from cases.roles import user_can_edit_cases
-from viewer.services.slides import SlideImportError, slide_set_mpp, slide_upload
+from viewer.cases.services.slides import SlideImportError, slide_set_mpp, slide_upload
 from analysis.services import JobStateError, analysis_enqueue
 
 

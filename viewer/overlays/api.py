@@ -1,18 +1,16 @@
-"""Overlay routes: viewport records, cell inspector and feature sources (DRF, login required),
-and the overlay DZI/PNG pixel routes (answered by the ASGI fast path in the server; these
-views serve the same URLs to the test client, WSGI and reverse()). Logic: viewer.overlays."""
+"""REST API of overlays: viewport records (binary), the cell inspector, a model input's source cells.
+Logic: viewer.overlays.selectors; routes: viewer/overlays/api_urls.py."""
 from __future__ import annotations
 
 import math
 
-from asgiref.sync import sync_to_async
-from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
+from django.http import HttpResponse
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from viewer import overlays, tile_app
+from viewer.overlays import selectors as overlays
 
 
 def _number(request, name: str) -> float | None:
@@ -68,26 +66,3 @@ class FeatureSourceView(APIView):
         if source is None:
             return Response({"detail": f"no feature {name!r}"}, status=404)
         return Response(source)
-
-
-async def _pixels(request, path: str):
-    match = tile_app.TILE_PATH.match(path)
-    user = await request.auser()
-
-    def work():
-        return tile_app.tile_request(match, authorised=bool(user.is_authenticated and user.is_active),
-                                     if_none_match=request.headers.get("If-None-Match"), hide=request.GET.get("hide"))
-
-    status, headers, body = await sync_to_async(work, thread_sensitive=False, executor=tile_app.executor())()
-    response = HttpResponse(body, status=status)
-    for key, value in headers:
-        response.headers[key.decode()] = value.decode()
-    return response
-
-
-async def overlay_dzi(request, slide_id: int, name: str):
-    return await _pixels(request, f"/slides/{slide_id}/overlays/{name}.dzi")
-
-
-async def overlay_tile(request, slide_id: int, name: str, level: int, col: int, row: int):
-    return await _pixels(request, f"/slides/{slide_id}/overlays/{name}_files/{level}/{col}_{row}.png")

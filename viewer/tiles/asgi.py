@@ -19,12 +19,12 @@ from urllib.parse import parse_qs
 from django.conf import settings
 from django.db import close_old_connections
 
-from viewer.services import tiles
+from viewer.tiles import services as tiles
 
 TILE_PATH = re.compile(
     r"^/slides/(?P<slide>\d+)(?:(?P<dzi>\.dzi)|_files/(?P<level>\d+)/(?P<col>\d+)_(?P<row>\d+)\.jpeg"
     r"|(?P<thumb>/thumbnail\.jpg)"
-    # overlay layers (viewer.overlays): palette PNG tiles in the slide's geometry
+    # overlay layers (viewer.overlays.services): palette PNG tiles in the slide's geometry
     r"|/overlays/(?P<layer>[a-z0-9][a-z0-9-]{0,40})(?:(?P<odzi>\.dzi)"
     r"|_files/(?P<olevel>\d+)/(?P<ocol>\d+)_(?P<orow>\d+)\.png))$"
 )
@@ -90,7 +90,7 @@ def tile_request(match: re.Match, *, authorised: bool, if_none_match: str | None
     if not authorised:
         return 401, [(b"content-type", b"text/plain")], b"login required"
     if match["layer"]:
-        from viewer import overlays
+        from viewer.overlays import services as overlays
 
         if hide and not HIDE_CODES.fullmatch(hide):
             return 400, [(b"content-type", b"text/plain")], b"hide: comma-separated legend codes, e.g. hide=0,3"

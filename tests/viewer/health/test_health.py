@@ -8,7 +8,7 @@ import pytest
 from django.core.management import call_command
 
 from analysis.models import Job, JobStatus
-from viewer.services.health import CHECKS, health_report
+from viewer.health.services import CHECKS, health_report
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -1,4 +1,4 @@
-"""Django views for slide pixels. The ASGI fast path (viewer.tile_app) answers these same
+"""Django views for slide pixels. The ASGI fast path (viewer.tiles.asgi) answers these same
 URLs in the running server; these views serve the test client, WSGI and reverse()."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 from asgiref.sync import sync_to_async
 from django.http import HttpResponse
 
-from viewer import tile_app
+from viewer.tiles import asgi as tile_app
 
 
 async def _answer(request, path: str):

@@ -25,9 +25,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 @pytest.fixture(autouse=True)
 def _fresh_caches():
-    from viewer.overlays import overlay_cache_forget
-    from viewer.services.tiles import tile_source_forget
-    from viewer.tile_app import forget_credentials
+    from viewer.overlays.services import overlay_cache_forget
+    from viewer.tiles.services import tile_source_forget
+    from viewer.tiles.asgi import forget_credentials
 
     for name in ("tiles", "default"):
         caches[name].clear()
@@ -146,7 +146,7 @@ def test_he_overlays(phantom_case, client_for, pathologist, settings):
     assert client.get(f"/api/slides/{slide.pk}/cells/99999999/").status_code == 404
 
     # snapshot for the tumour board
-    from viewer.overlays import overlay_render_region
+    from viewer.overlays.services import overlay_render_region
 
     snapshot = overlay_render_region(slide, ["density-tumour", "cells"], 0, 0, slide.width, slide.height, 300, 300)
     assert snapshot.mode == "RGBA" and snapshot.size == (300, 300)
@@ -205,7 +205,7 @@ def test_edges_written_after_the_run_is_listed_appear(phantom_case, client_for, 
     """The overlay caches are keyed by what the run folder holds: edges that appear after a
     listing (or after the run was loaded into memory) are shown within the lookup's few seconds.
     (Runs are now published with their edges; CI once caught an edge-less run cached for good.)"""
-    import viewer.overlays as overlays
+    import viewer.overlays.services as overlays
 
     slide = phantom_case.slide_for(Stain.HE)
     run = analysed(slide)

@@ -10,7 +10,7 @@ from django.core.management.base import CommandError
 from openslide import OpenSlide
 
 from cases.models import AuditEvent, Case, MppSource, Slide, SlideAlignment
-from viewer.services.slides import SlideImportError, slide_import, slide_set_mpp
+from viewer.cases.services.slides import SlideImportError, slide_import, slide_set_mpp
 
 
 def test_import_aperio_records_metadata(he_slide):

@@ -1,6 +1,6 @@
 """Deep-zoom descriptors, tiles and thumbnails of slides, cached.
 
-Everything here is synchronous and thread-safe; the ASGI fast path (viewer.tile_app) runs
+Everything here is synchronous and thread-safe; the ASGI fast path (viewer.tiles.asgi) runs
 it on a dedicated thread pool so that tiles never queue behind Django's single thread for
 sync code. Only the pyramid is read: associated images (label, macro) are never touched.
 """
@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from django.conf import settings
-from django.core.cache import caches
 
 from analysis.core.slides import (
     DeepZoomGeometry,
@@ -23,12 +22,12 @@ from analysis.core.slides import (
     encode_jpeg,
     render_tile_jpeg,
 )
+from viewer.tiles.cache import cache_get, cache_set, render_version
 
 TILE_SIZE = 256
 TILE_OVERLAP = 0
 THUMBNAIL_SIZES = (128, 256, 512, 1024)
-# Bump when the rendering changes, so cached tiles and browser ETags are invalidated.
-RENDER_VERSION = "2"
+RENDER_VERSION = render_version("slide")  # part of every cache key and ETag (viewer.tiles.cache)
 INFO_TTL_SECONDS = 5.0
 
 
@@ -103,22 +102,6 @@ def tile_source_forget(slide_id: int | None = None) -> None:
         _info_cache.pop(slide_id, None)
 
 
-def _cache_get(key: str):
-    """The tile cache is an accelerator: when it is down (Redis restarting), render instead."""
-    try:
-        return caches["tiles"].get(key)
-    except Exception as exc:  # redis.ConnectionError and friends
-        logger.warning("tile cache unavailable (%s); rendering without it", exc.__class__.__name__)
-        return None
-
-
-def _cache_set(key: str, body: bytes) -> None:
-    try:
-        caches["tiles"].set(key, body)
-    except Exception as exc:
-        logger.warning("tile cache unavailable (%s); tile not cached", exc.__class__.__name__)
-
-
 def _etag(source: TileSource, *parts) -> str:
     return '"' + "-".join([source.checksum[:20], RENDER_VERSION, *map(str, parts)]) + '"'
 
@@ -132,7 +115,7 @@ def tile_response(source: TileSource, *, level: int, col: int, row: int) -> Tile
     quality = settings.LADDER_JPEG_QUALITY
     etag = _etag(source, level, col, row, quality)
     key = f"t:{source.checksum}:{RENDER_VERSION}:{level}:{col}:{row}:{quality}"
-    body = _cache_get(key)
+    body = cache_get(key)
     if body is None:
         try:
             reader = slide_readers().get(source.path)
@@ -141,19 +124,19 @@ def tile_response(source: TileSource, *, level: int, col: int, row: int) -> Tile
             return TileResponse(404, str(exc).encode(), "text/plain")
         except (SlideError, OSError) as exc:
             return TileResponse(503, f"slide unreadable: {exc}".encode(), "text/plain")
-        _cache_set(key, body)
+        cache_set(key, body)
     return TileResponse(200, body, "image/jpeg", etag)
 
 
 def thumbnail_response(source: TileSource, *, size: int) -> TileResponse:
     size = min((s for s in THUMBNAIL_SIZES if s >= size), default=THUMBNAIL_SIZES[-1])
     key = f"thumb:{source.checksum}:{RENDER_VERSION}:{size}"
-    body = _cache_get(key)
+    body = cache_get(key)
     if body is None:
         try:
             image = slide_readers().get(source.path).thumbnail_image(size)
         except (SlideError, OSError) as exc:
             return TileResponse(503, f"slide unreadable: {exc}".encode(), "text/plain")
         body = encode_jpeg(image, quality=85)
-        _cache_set(key, body)
+        cache_set(key, body)
     return TileResponse(200, body, "image/jpeg", _etag(source, "thumb", size))
