@@ -16,7 +16,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from analysis.jobs.registry import HANDLERS
-from analysis.models import Job, JobStatus
+from analysis.models import Job, JobKind, JobStatus
 
 logger = logging.getLogger(__name__)
 
@@ -159,18 +159,7 @@ def job_execute(job: Job, *, on_progress=None) -> Job:
         heartbeat_at=timezone.now(),
     )
     job.refresh_from_db()
-    _after_job(job)
     return job
-
-
-def _after_job(job: Job) -> None:
-    from analysis.jobs import hooks
-
-    for hook in hooks.AFTER_JOB:
-        try:
-            hook(job)
-        except Exception:  # a failing hook must not turn a finished job into a crash
-            logger.exception("after-job hook failed for job %s", job.pk)
 
 
 def job_run(job_id: int) -> Job | None:
@@ -205,21 +194,20 @@ def jobs_reap_stale() -> list[int]:
                 error="The worker running this job stopped (crashed or was killed) and no attempts are left; "
                       "no partial output was kept. Retry to run it again.",
                 finished_at=timezone.now(), log=job.log + note)
-            if changed:
-                job.refresh_from_db()
-                _after_job(job)
         if changed:
             reaped.append(job.pk)
     return reaped
 
 
+RUN_JOB_TASK = "analysis.run_job"  # the Celery task of analysis/tasks.py, sent by name (no import cycle)
+
+
 def dispatch(job_id: int) -> None:
     """Hand a queued job to the configured executor (cell analyses may go to a GPU queue)."""
     if settings.LADDER_JOB_BACKEND == "celery":
-        from analysis.models import JobKind
-        from analysis.tasks import run_job
+        from celery import current_app
 
         kind = Job.objects.filter(pk=job_id).values_list("kind", flat=True).first()
         queue = settings.LADDER_ANALYSIS_QUEUE if kind == JobKind.ANALYZE_SLIDE else settings.CELERY_TASK_DEFAULT_QUEUE
-        run_job.apply_async(args=[job_id], queue=queue)
+        current_app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue)
     # embedded: the worker polls the table; nothing to send.

@@ -1,4 +1,8 @@
-// Live job progress on the case page: polls the jobs API while any job is active.
+// Live job progress on the case page, pushed over the case's websocket (/ws/cases/<pk>/,
+// viewer/jobs/consumers.py): the server sends the job list whenever it changes.
+// Fallback: when the socket cannot connect (or drops and cannot reconnect), the page polls the
+// jobs API as before (every second while a job is active), so progress still shows behind a
+// proxy that blocks websockets.
 const list = document.getElementById("job-list");
 const openLogs = new Set(); // jobs whose log the user opened: kept open across refreshes
 const csrf = JSON.parse(document.getElementById("case-viewer-config")?.textContent || "{}").csrfToken;
@@ -47,7 +51,7 @@ function render(jobs) {
       button.className = "small";
       button.addEventListener("click", async () => {
         await fetch(`/api/jobs/${job.id}/${action}/`, { method: "POST", headers: { "X-CSRFToken": csrf } });
-        poll();
+        refresh();
       });
       li.append(button);
     }
@@ -56,6 +60,7 @@ function render(jobs) {
 }
 
 let timer = null;
+let polling = false;
 async function poll() {
   clearTimeout(timer);
   try {
@@ -71,4 +76,37 @@ async function poll() {
   } catch (error) { /* network hiccup: try again below */ }
   timer = setTimeout(poll, 5000);
 }
-if (list) poll();
+
+function startPolling() {
+  if (polling) return;
+  polling = true;
+  poll();
+}
+
+let socket = null;
+let everOpened = false;
+let retries = 0;
+function connect() {
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  socket = new WebSocket(`${scheme}://${location.host}/ws/cases/${list.dataset.case}/`);
+  socket.addEventListener("open", () => { everOpened = true; retries = 0; });
+  socket.addEventListener("message", (event) => {
+    const message = JSON.parse(event.data);
+    if (message.type === "jobs") render(message.jobs);
+  });
+  socket.addEventListener("close", (event) => {
+    socket = null;
+    if (event.code === 4401 || event.code === 4404) return; // logged out or case gone: nothing to show
+    // a dropped socket reconnects a few times; one that never opened, or keeps failing, falls back to polling
+    if (everOpened && retries < 5) { retries += 1; setTimeout(connect, 1000 * retries); } else startPolling();
+  });
+}
+
+function refresh() {
+  if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ type: "refresh" }));
+  else if (polling) poll();
+}
+
+if (list) {
+  if ("WebSocket" in window && list.dataset.case) connect(); else startPolling();
+}

@@ -18,6 +18,8 @@ from viewer.board.selectors import STATE_CACHE_TIMEOUT, board_state_cache_key
 from cases.models import Case, Role, Slide, SlideStatus, Stain
 from cases.audit import audit_record
 from cases.roles import user_has_role
+from viewer.overlays.services import overlay_render_region
+from viewer.review import selectors as review_selectors
 
 logger = logging.getLogger(__name__)
 
@@ -133,12 +135,8 @@ def _session_case(session: BoardSession, case: Case) -> None:
 
 
 def _overlay_region(slide: Slide, layers: list[str], x, y, width, height, out_width, out_height, hidden=None):
-    """The lead's overlay renderer when it exists (viewer.overlays.overlay_render_region), else None."""
+    """The overlay layers over the region (viewer.overlays.services.overlay_render_region), or None."""
     if not layers:
-        return None
-    try:
-        from viewer.overlays import overlay_render_region
-    except ImportError:
         return None
     try:
         return overlay_render_region(slide, list(layers), x, y, width, height, out_width, out_height, hidden=hidden)
@@ -211,19 +209,12 @@ def board_snapshot_create(*, session: BoardSession, user, slide: Slide, x: float
 
 
 def _review_items(case: Case) -> tuple[list[dict] | None, list[dict] | None]:
-    """Reviews and annotations from the review module, if it offers them (else None)."""
-    try:
-        from viewer.review import selectors as review_selectors
-    except ImportError:
-        return None, None
-    reviews = annotations = None
-    if hasattr(review_selectors, "case_reviews"):
-        reviews = [{"text": _describe(r)} for r in review_selectors.case_reviews(case)]
-    if hasattr(review_selectors, "slide_annotations"):
-        annotations = []
-        for slide in case.slides.all():
-            annotations += [{"text": f"{slide.get_stain_display()}: {_describe(a)}"}
-                            for a in review_selectors.slide_annotations(slide)]
+    """The case's reviews and its slides' annotations (viewer.review) for the PDF summary."""
+    reviews = [{"text": _describe(r)} for r in review_selectors.case_reviews(case)]
+    annotations = []
+    for slide in case.slides.all():
+        annotations += [{"text": f"{slide.get_stain_display()}: {_describe(a)}"}
+                        for a in review_selectors.slide_annotations(slide)]
     return reviews, annotations
 
 
@@ -245,7 +236,7 @@ def board_summary_create(*, session: BoardSession, user, case: Case) -> BoardRec
 
     from analysis.core.slides import SlideReader
     from viewer.board.render import summary_pdf
-    from viewer.selectors import case_score_panel
+    from viewer.cases.selectors import case_score_panel
 
     if not user_can_record(user):
         raise BoardPermissionError("Your account has no role that may add to the board record.")

@@ -1,2 +1,0 @@
-"""Websocket routes of this app (added to viewer.routing)."""
-websocket_urlpatterns: list = []
