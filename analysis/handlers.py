@@ -29,9 +29,9 @@ def analyze_slide(job, context) -> dict:
     The run folder is built under a temporary name and renamed when complete; a failed or
     cancelled run leaves nothing behind.
     """
-    from analysis.core.slides import SlideError, SlideReader
-    from analysis.core.tissue import NoTissueError
-    from analysis.core.wsi_analysis import Cancelled, analyze_slide as analyze_whole_slide
+    from analysis.core.slides.reader import SlideError, SlideReader
+    from analysis.core.slides.tissue import NoTissueError
+    from analysis.core.pipeline import Cancelled, analyze_slide as analyze_whole_slide
     from analysis.results import analysis_run_publish, run_dir_new, run_discard, slide_features_prepare
     from analysis.segmenters import segmenter_for
 

@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 # Graph edges kept for the overlays: every pair of the H&E types including macrophages.
 EDGE_TYPES = {"he": ("T", "S", "L", "N", "M"), "ihc": None}
-FEATURE_SCHEMA = Path(__file__).resolve().parent / "core" / "feature_schema_v1.json"
+FEATURE_SCHEMA = Path(__file__).resolve().parent / "core" / "graph" / "feature_schema_v1.json"
 
 
 def runs_root() -> Path:
@@ -58,8 +58,8 @@ def slide_features_prepare(*, slide, folder: Path, log=lambda line: None) -> Pre
     features (viewers would show, and cache, an edge-less run). Without a known mpp nothing is
     computed and the reason is kept: features in micrometres cannot come from pixels of unknown size.
     """
-    from analysis.core.cells import read_cells, write_edges
-    from analysis.core.slide_features import SlideFeatureError, cell_graph_edges, compute_slide_features
+    from analysis.core.cells.table import read_cells, write_edges
+    from analysis.core.graph.slide_features import SlideFeatureError, cell_graph_edges, compute_slide_features
 
     version = schema_version()
     if not slide.mpp_x:
@@ -119,7 +119,9 @@ def run_discard(path: Path) -> None:
 def cells_import(*, slide, path: Path, user=None) -> AnalysisRun:
     """Bring your own segmentation: HoVer-Net JSON (sc-MTOP's input) or QuPath GeoJSON detections
     become the cells of a slide, as a run of its own, with graph edges and slide features."""
-    from analysis.core.cells import read_hovernet_json, read_qupath_geojson, write_cells, write_text_atomic
+    from analysis.core.cells.interchange import read_hovernet_json, read_qupath_geojson
+    from analysis.core.cells.table import write_cells
+    from analysis.core.files import atomic_write_text, publish_folder
 
     path = Path(path)
     text_start = path.read_bytes()[:4096].lstrip()
@@ -142,9 +144,9 @@ def cells_import(*, slide, path: Path, user=None) -> AnalysisRun:
                                  "weights": path.name},
                    "n_cells": len(cells), "class_counts": {str(k): int(v) for k, v in counts.items()},
                    "source_file": str(path), "mag": imported.mag, "warnings": []}
-        write_text_atomic(path=staging / "summary.json", text=json.dumps(summary, indent=1))
+        atomic_write_text(staging / "summary.json", json.dumps(summary, indent=1))
         prepared = slide_features_prepare(slide=slide, folder=staging)
-        staging.rename(final)
+        publish_folder(staging, final)
     except BaseException:
         run_discard(staging)
         raise
@@ -161,7 +163,8 @@ def cells_import(*, slide, path: Path, user=None) -> AnalysisRun:
 
 def cells_export(*, run: AnalysisRun, path: Path, fmt: str) -> int:
     """Write a run's cells as QuPath GeoJSON detections or HoVer-Net JSON; returns the count."""
-    from analysis.core.cells import read_cells, write_hovernet_json, write_qupath_geojson
+    from analysis.core.cells.interchange import write_hovernet_json, write_qupath_geojson
+    from analysis.core.cells.table import read_cells
 
     cells = read_cells(path=run_path(run) / "cells.parquet")
     if fmt == "geojson":

@@ -35,7 +35,7 @@ class ModelRegistryError(ValueError):
 
 def trained_model_load(model: ModelVersion):
     """The fitted model of a version, loaded once per process (keyed by file and mtime)."""
-    from analysis.core.model import load_model
+    from analysis.core.model.persistence import load_model
 
     directory = Path(model.directory)
     card = directory / "model_card.json"
@@ -108,8 +108,9 @@ def case_model_values(case) -> dict:
 
 def case_score_compute(*, case) -> CaseScore:
     """Score a case with the active model; a case lacking a whole input group says which."""
-    from analysis.core.cohort import CaseValueError
-    from analysis.core.model import MissingInputGroupError, feature_percentile, score_case
+    from analysis.core.model.cohort import CaseValueError
+    from analysis.core.model.scoring import feature_percentile, score_case
+    from analysis.core.model.training import MissingInputGroupError
 
     version = model_active()
     if version is None:

@@ -28,17 +28,17 @@ def segmenter_for(*, stain: str, log=lambda line: None):
     in LADDER_HOVERNET_WEIGHTS, else the classical CPU segmenter (marked approximate).
     IHC: hematoxylin nuclei on H-DAB deconvolution (the HER2 grader adds membranes)."""
     if stain == "ihc":
-        from analysis.core.her2 import IhcNucleusSegmenter
+        from analysis.core.her2.grading import IhcNucleusSegmenter
 
         return IhcNucleusSegmenter()
     weights = hovernet_weights_dir()
     if weights is not None:
-        from analysis.core.segmentation.hovernet import HoverNetSegmenter, HoverNetUnavailable
+        from analysis.core.cells.segmentation.hovernet import HoverNetSegmenter, HoverNetUnavailable
 
         try:
             return HoverNetSegmenter(weights_dir=weights, allow_download=False, device=torch_device())
         except (HoverNetUnavailable, OSError, ValueError) as exc:
             log(f"HoVer-Net unavailable ({exc}); using the classical segmenter")
-    from analysis.core.segmentation.classical import ClassicalSegmenter
+    from analysis.core.cells.segmentation.classical import ClassicalSegmenter
 
     return ClassicalSegmenter()

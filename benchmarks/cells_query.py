@@ -1,4 +1,4 @@
-"""Benchmark: viewport query on a 1,000,000-cell table (analysis.core.cells).
+"""Benchmark: viewport query on a 1,000,000-cell table (analysis.core.cells.table).
 
 Target (issue): a 2000 x 2000 px viewport query answers in well under 50 ms.
 Synthetic table: 1M cells uniformly over a 40,000 x 40,000 px slide (~2,500 cells per
@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from analysis.core.cells import CellTableWriter, cells_in_rect  # noqa: E402
+from analysis.core.cells.table import CellTableWriter, cells_in_rect  # noqa: E402
 
 N, SIDE, VIEW, REPEATS = 1_000_000, 40_000, 2_000, 50
 TARGET_MS = 50.0

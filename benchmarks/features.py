@@ -48,8 +48,8 @@ def synthetic_cells(*, n_cells: int, seed: int = 0):
     """A realistic cell table of `n_cells` rows (see module docstring)."""
     import pandas as pd
 
-    from analysis.core.classes import CellClass, Her2Class
-    from analysis.core.scmtop import load_hovernet_json
+    from analysis.core.cells.classes import CellClass, Her2Class
+    from analysis.core.graph.scmtop import load_hovernet_json
 
     nuclei = load_hovernet_json(path=CASE / "cmu-1-small-region.json")
     keep = np.isin(nuclei.types, (1, 2, 3))
@@ -79,7 +79,7 @@ def synthetic_cells(*, n_cells: int, seed: int = 0):
 
 
 def run_one(n_cells: int) -> dict:
-    from analysis.core.slide_features import compute_slide_features
+    from analysis.core.graph.slide_features import compute_slide_features
 
     cells = synthetic_cells(n_cells=n_cells)
     result = {"n_cells": n_cells}
@@ -104,7 +104,7 @@ def run_one(n_cells: int) -> dict:
 
 
 def run_reference_case() -> dict:
-    from analysis.core.scmtop import write_scmtop_outputs
+    from analysis.core.graph.scmtop import write_scmtop_outputs
 
     with tempfile.TemporaryDirectory() as out:
         start, cpu_start = time.perf_counter(), time.process_time()
@@ -149,7 +149,7 @@ def main() -> None:
     print(json.dumps({"write_scmtop_outputs": reference}), flush=True)
     million = next((r for r in runs if r["n_cells"] == 1_000_000), None)
     results = {
-        "benchmark": "slide features (analysis/core/slide_features.py) and sc-MTOP outputs",
+        "benchmark": "slide features (analysis/core/graph/slide_features.py) and sc-MTOP outputs",
         "targets": {
             "1M_cells_total_seconds_max": TARGET_SECONDS_1M,
             "1M_cells_peak_rss_mb_max": TARGET_RSS_MB_1M,

@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from analysis.core.her2 import estimate_hdab, grade_her2_image, grade_membranes, her2_slide_score  # noqa: E402
-from analysis.core.phantom import generate_phantom_pair  # noqa: E402
+from analysis.core.her2.grading import estimate_hdab, grade_her2_image, grade_membranes, her2_slide_score  # noqa: E402
+from analysis.core.demo.phantom import generate_phantom_pair  # noqa: E402
 
 MPP = 0.5
 CASES = [(3, 1), (0, 2), (1, 3), (2, 4), (3, 5), (1, 6), (2, 7)]  # (score, seed); (3, 1) tuned the thresholds

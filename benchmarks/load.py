@@ -29,7 +29,7 @@ import httpx
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
-from analysis.core.slides import DeepZoomGeometry  # noqa: E402
+from analysis.core.slides.reader import DeepZoomGeometry  # noqa: E402
 
 DEFAULT_SLIDE = PROJECT_ROOT.parent / "shared" / "data" / "slides" / "CMU-1-Small-Region.svs"
 DATABASE_URL = os.environ.get("LOAD_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/ladder_load")

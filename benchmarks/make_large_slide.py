@@ -3,7 +3,7 @@
 The 9274 x 9911 HER2+ breast H&E (../shared/data/slides/her2st-C2-HE.jpg, Andersson et
 al. 2021) is mirror-tiled (reflected at every edge, so no seams) over a square canvas
 of ``--side`` px (default 51,200 = 200 tiles of 256) and written with
-analysis.core.pyramid.write_pyramidal_tiff: JPEG q85 256 px tiles, levels down to
+analysis.core.slides.pyramid.write_pyramidal_tiff: JPEG q85 256 px tiles, levels down to
 <= 1024 px, in bounded memory (only the decoded source image, ~280 MB, is held).
 
 Targets (stated for the benchmarks that use it): side >= 50,000 px; OpenSlide opens
@@ -28,7 +28,7 @@ from PIL import Image
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
-from analysis.core.pyramid import write_pyramidal_tiff  # noqa: E402
+from analysis.core.slides.pyramid import write_pyramidal_tiff  # noqa: E402
 
 DEFAULT_SOURCE = PROJECT_ROOT.parent / "shared" / "data" / "slides" / "her2st-C2-HE.jpg"
 TARGETS = {"min_side_px": 50_000, "max_peak_rss_gb": 1.5, "max_wall_s": 600.0}

@@ -9,7 +9,7 @@ jitter (as benchmarks/features.py) to 1,000,000 cells over a ~51,000 x 57,000 px
 classes T/S as in the reference, inflammatory cells 80 % lymphocytes, 10 % neutrophils,
 10 % macrophages; 8-point nucleus contours. Edges: each cell's 7 nearest neighbours within
 25 um, deduplicated, the first 3,000,000 (pair type from the two classes). Written with
-analysis.core.cells.write_cells / write_edges, registered as a run of a slide in a fresh
+analysis.core.cells.table.write_cells / write_edges, registered as a run of a slide in a fresh
 data folder (SQLite), then:
 
 - tiles: cold (tile cache cleared first) through the fast path function
@@ -49,8 +49,8 @@ def synthetic_run(*, n_cells: int, n_edges: int, seed: int = 0):
     import pandas as pd
     from scipy.spatial import cKDTree
 
-    from analysis.core.classes import CellClass
-    from analysis.core.scmtop import load_hovernet_json
+    from analysis.core.cells.classes import CellClass
+    from analysis.core.graph.scmtop import load_hovernet_json
 
     nuclei = load_hovernet_json(path=CASE)
     keep = np.isin(nuclei.types, (1, 2, 3))
@@ -125,7 +125,7 @@ def main() -> None:
     from django.contrib.auth.models import User
     from django.test import Client
 
-    from analysis.core.cells import write_cells, write_edges
+    from analysis.core.cells.table import write_cells, write_edges
     from analysis.models import AnalysisRun
     from analysis.results import runs_root
     from viewer.overlays import selectors as overlay_selectors

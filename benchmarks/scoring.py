@@ -36,8 +36,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import numpy as np
 
-    from analysis.core.model import load_model, score_case
-    from analysis.core.synthetic_cohort import make_synthetic_cohort, train_demo_model
+    from analysis.core.model.persistence import load_model
+    from analysis.core.model.scoring import score_case
+    from analysis.core.demo.synthetic_cohort import make_synthetic_cohort, train_demo_model
 
     with tempfile.TemporaryDirectory() as folder:
         started, cpu_started = time.perf_counter(), time.process_time()

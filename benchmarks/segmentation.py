@@ -53,7 +53,7 @@ def _her2st_crops() -> list[np.ndarray]:
 def _segment_crops(crops: list[np.ndarray]) -> tuple[float, float, int]:
     """Wall seconds, CPU seconds of this (single-threaded) process, cells."""
     _single_thread()
-    from analysis.core.segmentation.classical import ClassicalSegmenter
+    from analysis.core.cells.segmentation.classical import ClassicalSegmenter
 
     segmenter = ClassicalSegmenter()
     segmenter.segment(rgb=crops[0][:256, :256], mpp=HER2ST_MPP)  # warm imports
@@ -65,8 +65,8 @@ def _segment_crops(crops: list[np.ndarray]) -> tuple[float, float, int]:
 def classical_accuracy() -> dict:
     import tifffile
 
-    from analysis.core.segmentation.classical import ClassicalSegmenter
-    from analysis.core.segmentation import metrics
+    from analysis.core.cells.segmentation.classical import ClassicalSegmenter
+    from analysis.core.cells.segmentation import metrics
 
     segmenter = ClassicalSegmenter()
     rows = []

@@ -66,7 +66,7 @@ from PIL import Image
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(PROJECT_ROOT))
-from analysis.core.slides import DeepZoomGeometry  # noqa: E402
+from analysis.core.slides.reader import DeepZoomGeometry  # noqa: E402
 
 DEFAULT_SLIDE = Path("/tmp/her2st-mirrored-51200.tif")
 RESULTS_PATH = PROJECT_ROOT / "benchmarks" / "results" / "tiles.json"

@@ -2,7 +2,7 @@
 
 Target (issue): peak resident memory under 4 GB for a 50,000 x 50,000 px slide.
 
-What runs: analysis.core.wsi_analysis.analyze_slide end to end (thumbnail, tissue
+What runs: analysis.core.pipeline.analyze_slide end to end (thumbnail, tissue
 detection, 2,401 tiles of 512 um with 32 um overlap, seam filtering, level-0 mapping,
 CellTableWriter partitions, external sort, atomic publish) on a procedural slide that is
 tissue almost everywhere. Pixel segmentation of 2.5 gigapixels would take over an hour
@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from analysis.core.segmentation.base import SegmenterInfo  # noqa: E402
-from analysis.core.wsi_analysis import analyze_slide  # noqa: E402
+from analysis.core.cells.segmentation.base import SegmenterInfo  # noqa: E402
+from analysis.core.pipeline import analyze_slide  # noqa: E402
 
 SIDE = 50_000
 TARGET_GB = 4.0
@@ -110,7 +110,7 @@ class PeakSampler(threading.Thread):
 
 
 def one_tile_classical() -> dict:
-    from analysis.core.segmentation.classical import ClassicalSegmenter
+    from analysis.core.cells.segmentation.classical import ClassicalSegmenter
     import openslide
 
     path = Path(__file__).resolve().parents[2] / "shared" / "data" / "slides" / "CMU-1-Small-Region.svs"

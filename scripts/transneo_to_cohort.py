@@ -60,7 +60,7 @@ import pandas as pd
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from anywhere
 
-from analysis.core.cohort import CohortError  # noqa: E402
+from analysis.core.model.cohort import CohortError  # noqa: E402
 
 REQUIRED = ("Donor.ID", "Age", "T.stage", "LN.status.at.diagnosis", "ER.status", "HER2.status", "Grade.pre.NAT", "pCR.RD")
 TRANSNEO_CLINICAL_COLUMNS = ("age", "clinical_t", "clinical_n", "hr_status", "grade")
@@ -109,8 +109,8 @@ def transneo_to_cohort(*, frame: pd.DataFrame) -> pd.DataFrame:
 
 def evaluate_clinical_model(*, cohort_csv: Path, n_repeats: int, n_trees: int = 200, seed: int = 0) -> dict:
     """Repeated-CV metrics of the pre-specified clinical-only model on the mapped cohort."""
-    from analysis.core.cohort import FeatureGroup, read_cohort
-    from analysis.core.model import ModelSpec, cross_validate
+    from analysis.core.model.cohort import FeatureGroup, read_cohort
+    from analysis.core.model.training import ModelSpec, cross_validate
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # pr_status / her2_ihc empty: dropped by design

@@ -162,7 +162,7 @@ def phantom_pair():
     """A small phantom H&E / HER2-IHC pair with ground truth, inside an allowed slide root."""
     from django.conf import settings
 
-    from analysis.core.phantom import ensure_phantom_pair
+    from analysis.core.demo.phantom import ensure_phantom_pair
 
     return ensure_phantom_pair(out_dir=settings.LADDER_DEMO_DIR / "test-phantom", width=2048, height=2048)
 
@@ -182,7 +182,7 @@ def phantom_case(db, phantom_pair):
 @pytest.fixture(scope="session")
 def small_trained_model(tmp_path_factory):
     """The synthetic demo model, trained small (one CV repeat, few trees) for speed."""
-    from analysis.core.synthetic_cohort import train_demo_model
+    from analysis.core.demo.synthetic_cohort import train_demo_model
 
     directory = tmp_path_factory.mktemp("model") / "demo"
     train_demo_model(directory=directory, n_cases=160, spec_overrides={"n_repeats": 1, "n_trees": 30,

@@ -18,6 +18,10 @@ tile px per level-0 px): scale >= 0.5 draws the nuclei contours (outline opaque,
 translucent); below, one disc (or one pixel) per cell, stamped with numpy; edges are
 vectorised DDA lines; density is a per-class count grid summed into bins of at least
 `DENSITY_MIN_BIN_PX` level-0 px, coloured with cividis (colour-blind safe, sequential).
+
+Size: ~800 lines kept in one module on purpose: the cells, HER2, edges and density layers
+share the code tables, palettes and the in-memory `RunOverlay` arrays, and the PNG tile,
+viewport-record and snapshot paths must draw exactly the same pixels from them.
 """
 from __future__ import annotations
 
@@ -32,7 +36,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
 
-from analysis.core.classes import CLASS_COLOURS, HER2_COLOURS, CellClass, Her2Class
+from analysis.core.cells.classes import CLASS_COLOURS, HER2_COLOURS, CellClass, Her2Class
 
 CLASS_ORDER: tuple[CellClass, ...] = tuple(CellClass)
 HER2_ORDER: tuple[Her2Class, ...] = tuple(Her2Class)

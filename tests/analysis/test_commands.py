@@ -63,7 +63,7 @@ def test_import_rejects_bad_files(he_slide, tmp_path):
 
 @pytest.mark.slow
 def test_scmtop_features_command_writes_the_reference_files(shared_file, tmp_path, db):
-    """The command writes sc-MTOP's four files with its columns and rows (values: tests/analysis/core/test_scmtop.py)."""
+    """The command writes sc-MTOP's four files with its columns and rows (values: tests/analysis/core/graph/test_scmtop.py)."""
     import pandas as pd
 
     reference = shared_file("scmtop/cmu-1-small-region")

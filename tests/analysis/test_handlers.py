@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from analysis.core.cells import read_cells, read_edges
+from analysis.core.cells.table import read_cells, read_edges
 from analysis.jobs.runner import job_claim, job_execute
 from analysis.models import AnalysisRun, FeatureStatus, Job, JobKind, JobStatus
 from analysis.results import run_path, runs_root

@@ -13,7 +13,7 @@ from cases.models import AuditEvent
 
 def _give_features(case, model_dir):
     """Attach feature values (the training cohort's first case) to the case's slides."""
-    from analysis.core.synthetic_cohort import make_synthetic_cohort
+    from analysis.core.demo.synthetic_cohort import make_synthetic_cohort
 
     row = make_synthetic_cohort(n_cases=20, seed=1).iloc[0]
     for slide, prefix in ((case.slide_for("he"), "he_"), (case.slide_for("ihc"), "ihc_")):
@@ -73,7 +73,7 @@ def test_model_pages_and_activation_rights(client_for, pathologist, admin_user_r
 
 @pytest.mark.django_db
 def test_train_evaluate_and_score_commands(tmp_path, capsys, phantom_case):
-    from analysis.core.synthetic_cohort import make_synthetic_cohort
+    from analysis.core.demo.synthetic_cohort import make_synthetic_cohort
 
     cohort = tmp_path / "cohort.csv"
     make_synthetic_cohort(n_cases=120, seed=2).to_csv(cohort, index=False)
@@ -92,7 +92,7 @@ def test_train_evaluate_and_score_commands(tmp_path, capsys, phantom_case):
 
 @pytest.mark.django_db
 def test_cohort_assembled_from_database_cases(phantom_case, make_user):
-    from analysis.core.cohort import cohort_from_frame
+    from analysis.core.model.cohort import cohort_from_frame
     from analysis.scoring import cohort_frame_from_cases
     from cases.models import Case
 

@@ -29,7 +29,7 @@ import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 STATIC_DIR = PROJECT_ROOT / "static"
-SCHEMA = PROJECT_ROOT / "analysis" / "core" / "feature_schema_v1.json"
+SCHEMA = PROJECT_ROOT / "analysis" / "core" / "graph" / "feature_schema_v1.json"
 CHROMIUM = Path(os.environ.get("LADDER_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--no-first-run", "--disable-sync"]

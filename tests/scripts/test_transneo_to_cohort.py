@@ -6,7 +6,7 @@ import warnings
 import pandas as pd
 import pytest
 
-from analysis.core.cohort import read_cohort
+from analysis.core.model.cohort import read_cohort
 from scripts.transneo_to_cohort import TransneoFormatError, evaluate_clinical_model, main, transneo_to_cohort
 
 

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import tempfile
 from pathlib import Path
 
 from django.conf import settings
@@ -16,6 +14,7 @@ from django.utils import timezone
 from viewer.board.models import BoardItem, BoardParticipant, BoardRecord, BoardSession, RecordKind
 from viewer.board.selectors import STATE_CACHE_TIMEOUT, board_state_cache_key
 from cases.models import Case, Role, Slide, SlideStatus, Stain
+from analysis.core.files import atomic_write_bytes
 from cases.audit import audit_record
 from cases.roles import user_has_role
 from viewer.overlays.services import overlay_render_region
@@ -119,14 +118,7 @@ def board_dir(session: BoardSession) -> Path:
 
 
 def _write_atomic(folder: Path, name: str, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, folder / name)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(folder / name, data)
 
 
 def _session_case(session: BoardSession, case: Case) -> None:
@@ -151,7 +143,7 @@ def board_snapshot_create(*, session: BoardSession, user, slide: Slide, x: float
                           hidden: dict[str, list[str]] | None = None) -> BoardRecord:
     """A PNG of a slide region (level-0 px) at the given output size, with overlays (without the
     legend entries `hidden` per layer, as the presenter unticked them) and a caption."""
-    from analysis.core.slides import SlideReader
+    from analysis.core.slides.reader import SlideReader
     from viewer.board.render import png_bytes, snapshot_compose
 
     if not user_can_record(user):
@@ -234,7 +226,7 @@ def board_summary_create(*, session: BoardSession, user, case: Case) -> BoardRec
     """The PDF summary of one case for the board record."""
     from PIL import Image
 
-    from analysis.core.slides import SlideReader
+    from analysis.core.slides.reader import SlideReader
     from viewer.board.render import summary_pdf
     from viewer.cases.selectors import case_score_panel
 

@@ -89,7 +89,7 @@ def slide_latest_features(slide: Slide):
 
 def feature_rows(features) -> list[dict]:
     """Schema rows (name, definition, unit) with this slide's value, in schema order."""
-    from analysis.core.slide_features import load_schema
+    from analysis.core.graph.slide_features import load_schema
 
     if features is None or not features.values:
         return []

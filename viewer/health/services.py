@@ -108,7 +108,7 @@ def _jobs() -> tuple[str, str]:
         status = WARN
         parts.append(f"{stale} running job(s) without a heartbeat for {stale_after.seconds} s (the reaper will fail them)")
     if settings.LADDER_JOB_BACKEND == "celery":
-        from config.celery import app
+        from celery import current_app as app  # the project's app (config/celery.py, loaded with the settings)
 
         with app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=3)

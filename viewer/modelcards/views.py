@@ -17,8 +17,8 @@ def model_list(request):
 
 def model_figures(card: dict) -> dict:
     """Plotly figure dicts of a model card (built by analysis.core, drawn by plotly.js)."""
-    from analysis.core.model import calibration_figure, feature_importance_figure, roc_figure
-    from analysis.core.survival import km_figure
+    from analysis.core.model.figures import calibration_figure, feature_importance_figure, roc_figure
+    from analysis.core.model.survival import km_figure
 
     metrics = card.get("metrics") or {}
     figures = {}

@@ -15,7 +15,7 @@ import numpy as np
 from django.conf import settings
 
 from analysis.core import overlay as ov
-from analysis.core.classes import CLASS_COLOURS, HER2_COLOURS
+from analysis.core.cells.classes import CLASS_COLOURS, HER2_COLOURS
 from viewer.overlays.services import (
     RENDER_VERSION,
     OverlayNotFound,
@@ -63,8 +63,8 @@ def _warm_inspector_imports() -> None:
     _warm_started = True
 
     def work():
-        import analysis.core.cell_features  # noqa: F401
-        import analysis.core.slide_features  # noqa: F401
+        import analysis.core.cells.features  # noqa: F401
+        import analysis.core.graph.slide_features  # noqa: F401
 
     threading.Thread(target=work, name="overlay-warm-imports", daemon=True).start()
 
@@ -137,7 +137,7 @@ def _finite(value):
 def _cell_row(info: RunInfo, row: int) -> dict:
     import pyarrow.parquet as pq
 
-    from analysis.core.cells import arrow_to_cells
+    from analysis.core.cells.table import arrow_to_cells
 
     pf = pq.ParquetFile(info.cells_path)
     start = 0
@@ -151,7 +151,7 @@ def _cell_row(info: RunInfo, row: int) -> dict:
     raise OverlayNotFound(f"no row {row}")
 
 def _morphology(info: RunInfo, contour: np.ndarray) -> dict:
-    from analysis.core.cell_features import morph_features, nucleus_features
+    from analysis.core.cells.features import morph_features, nucleus_features
     from viewer.tiles.services import slide_readers
 
     try:
@@ -167,8 +167,8 @@ def _morphology(info: RunInfo, contour: np.ndarray) -> dict:
     return {k: _finite(v) for k, v in row.items()}
 
 def _graph(info: RunInfo, row: int) -> dict:
-    from analysis.core.cells import read_cells
-    from analysis.core.slide_features import SlideFeatureError, cell_graph_metrics, cell_type_codes
+    from analysis.core.cells.table import read_cells
+    from analysis.core.graph.slide_features import SlideFeatureError, cell_graph_metrics, cell_type_codes
 
     if not info.mpp_x:
         return {}
@@ -235,8 +235,8 @@ def overlay_cell_detail(*, slide_id: int, cell_id: int, by_row: bool = False) ->
 
 def feature_source_get(name: str) -> dict | None:
     """Definition and source cells of a model input (schema feature or clinical column); None if unknown."""
-    from analysis.core.cohort import CLINICAL_COLUMNS
-    from analysis.core.slide_features import load_schema
+    from analysis.core.model.cohort import CLINICAL_COLUMNS
+    from analysis.core.graph.slide_features import load_schema
     from analysis.results import FEATURE_SCHEMA
 
     if name in CLINICAL_COLUMNS:

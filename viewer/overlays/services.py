@@ -121,7 +121,7 @@ def run_overlay_get(info: RunInfo) -> ov.RunOverlay:
             hit = _runs.get(info.key)
             if hit is not None:
                 return hit
-        from analysis.core.cells import table_metadata
+        from analysis.core.cells.table import table_metadata
 
         started = time.perf_counter()
         cells, edges = _read_run(info)
@@ -141,7 +141,7 @@ def _read_run(info: RunInfo, *, edges: bool = True):
     """(cells, edges or None) frames of a run; string columns as categoricals (Parquet dictionaries)."""
     import pyarrow.parquet as pq
 
-    from analysis.core.cells import table_metadata
+    from analysis.core.cells.table import table_metadata
 
     table_metadata(path=info.cells_path)  # checks that it is a cell table
     cells = pq.read_table(info.cells_path, columns=["id", "x", "y", "cls", "her2_class", "area"],
@@ -188,7 +188,7 @@ def overlay_layer_run_info(slide_id: int, layer: str) -> RunInfo:
     return info
 
 def _contour_source(info: RunInfo, kind: str):
-    from analysis.core.cells import cells_in_rect
+    from analysis.core.cells.table import cells_in_rect
 
     def source(x0, y0, x1, y1):
         cells = cells_in_rect(path=info.cells_path, x0=x0, y0=y0, x1=x1, y1=y1,
@@ -208,7 +208,7 @@ def overlay_pixel_response(*, slide_id: int, layer: str, dzi: bool, level: int =
     `hide`: legend codes (classes, HER2 classes, pair types) left out of the tile, as the
     pathologist unticks them in the layer's legend; the tile is cached once, unfiltered.
     """
-    from analysis.core.slides import TileNotFoundError
+    from analysis.core.slides.reader import TileNotFoundError
     from viewer.tiles.services import TileResponse, tile_source_get
 
     source = tile_source_get(slide_id)

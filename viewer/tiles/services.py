@@ -14,7 +14,7 @@ from pathlib import Path
 
 from django.conf import settings
 
-from analysis.core.slides import (
+from analysis.core.slides.reader import (
     DeepZoomGeometry,
     SlideError,
     SlideReaderCache,

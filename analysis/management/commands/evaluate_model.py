@@ -17,8 +17,10 @@ class Command(BaseCommand):
         parser.add_argument("--report", help="write the full report (ROC, calibration, survival...) to this JSON file")
 
     def handle(self, *args, model: str, cohort: str, report: str | None, **options):
-        from analysis.core.cohort import CohortError, read_cohort
-        from analysis.core.model import ModelError, evaluate_model, load_model
+        from analysis.core.model.cohort import CohortError, read_cohort
+        from analysis.core.model.persistence import load_model
+        from analysis.core.model.scoring import evaluate_model
+        from analysis.core.model.training import ModelError
 
         try:
             with warnings.catch_warnings(record=True) as caught:

@@ -2,7 +2,7 @@
 
 Writes sc-MTOP's four files (``<sample>_Feats_T.csv``, ``_Feats_I.csv``, ``_Feats_S.csv``,
 ``_Edges.csv``) exactly as fuscc-deep-path/sc_MTOP's ``main.py feature`` does; all the work
-is in analysis.core.scmtop.write_scmtop_outputs.
+is in analysis.core.graph.scmtop.write_scmtop_outputs.
 """
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from analysis.core.cell_features import CellFeatureError
-from analysis.core.graph import GraphInputError
-from analysis.core.scmtop import ScmtopInputError, write_scmtop_outputs
+from analysis.core.cells.features import CellFeatureError
+from analysis.core.graph.graphs import GraphInputError
+from analysis.core.graph.scmtop import ScmtopInputError, write_scmtop_outputs
 
 
 class Command(BaseCommand):

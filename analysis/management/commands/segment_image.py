@@ -15,8 +15,8 @@ class Command(BaseCommand):
         parser.add_argument("--out", required=True)
 
     def handle(self, *args, image: str, stain: str, mpp: float | None, out: str, **options):
-        from analysis.core.cells import write_qupath_geojson
-        from analysis.core.segmentation.classical import segment_image_file
+        from analysis.core.cells.interchange import write_qupath_geojson
+        from analysis.core.cells.segmentation.classical import segment_image_file
         from analysis.segmenters import segmenter_for
 
         try:

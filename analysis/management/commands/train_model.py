@@ -27,8 +27,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, cohort: str, groups: str, out: str, name: str, repeats: int, activate: bool,
                synthetic: bool, **options):
-        from analysis.core.cohort import CohortError, cohort_from_frame, read_cohort
-        from analysis.core.model import ModelError, ModelSpec, save_model, train_model
+        from analysis.core.model.cohort import CohortError, cohort_from_frame, read_cohort
+        from analysis.core.model.persistence import save_model
+        from analysis.core.model.training import ModelError, ModelSpec, train_model
 
         try:
             with warnings.catch_warnings(record=True) as caught:

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from analysis.core import overlay as ov
-from analysis.core.classes import CLASS_COLOURS, HER2_COLOURS, CellClass, Her2Class
+from analysis.core.cells.classes import CLASS_COLOURS, HER2_COLOURS, CellClass, Her2Class
 
 
 def square(cx: int, cy: int, r: int) -> np.ndarray:

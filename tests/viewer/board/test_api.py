@@ -93,7 +93,7 @@ def test_anonymous_is_sent_to_login(client, presenter, case):
 
 
 def test_snapshot_is_the_region_with_a_caption(client_for, presenter, he_slide, settings):
-    from analysis.core.slides import SlideReader
+    from analysis.core.slides.reader import SlideReader
     from viewer.board.services import board_create
 
     session = board_create(user=presenter, cases=[he_slide.case])

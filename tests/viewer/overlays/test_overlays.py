@@ -11,7 +11,7 @@ from django.core.cache import caches
 from PIL import Image
 
 from analysis.core import overlay as ov
-from analysis.core.cells import cells_in_rect, read_cells
+from analysis.core.cells.table import cells_in_rect, read_cells
 from analysis.jobs.runner import job_claim, job_execute
 from analysis.models import JobStatus
 from analysis.results import run_path

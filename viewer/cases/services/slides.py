@@ -10,7 +10,7 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 
-from analysis.core.slides import SlideError, UnsupportedSlideError, file_checksum, read_slide_metadata
+from analysis.core.slides.reader import SlideError, UnsupportedSlideError, file_checksum, read_slide_metadata
 from cases.models import Case, MppSource, Slide, SlideAlignment, SlideStatus, Stain
 from cases.audit import audit_record
 
@@ -50,7 +50,7 @@ def _converted_path(checksum: str) -> Path:
 
 
 def _convert_plain_image(source: Path, checksum: str) -> Path:
-    from analysis.core.convert import convert_to_pyramidal_tiff
+    from analysis.core.slides.convert import convert_to_pyramidal_tiff
 
     target = _converted_path(checksum)
     if not target.exists():  # converted once, shared by every slide with these bytes

@@ -58,7 +58,9 @@ class Command(BaseCommand):
         from daphne.endpoints import build_endpoint_description_strings
         from daphne.server import Server
 
-        from config.asgi import application
+        from django.utils.module_loading import import_string
+
+        application = import_string(settings.ASGI_APPLICATION)  # config.asgi.application
 
         supervisor = None
         if not no_worker and settings.LADDER_JOB_BACKEND == "embedded":

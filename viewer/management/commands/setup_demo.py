@@ -25,7 +25,7 @@ DEMO_CLINICAL = {
     "age": 48, "clinical_t": "T2", "clinical_n": "N1", "clinical_stage": "II", "er_status": "negative",
     "pr_status": "negative", "hr_status": "negative", "her2_ihc": "3+", "grade": 3,
     "regimen": "TCbHP (docetaxel, carboplatin, trastuzumab, pertuzumab) x6",
-    "notes": "Synthetic phantom slides made by analysis.core.phantom; not a patient.",
+    "notes": "Synthetic phantom slides made by analysis.core.demo.phantom; not a patient.",
 }
 
 
@@ -73,7 +73,7 @@ class Command(BaseCommand):
         return logins
 
     def _ensure_case(self, size: int) -> Case:
-        from analysis.core.phantom import ensure_phantom_pair
+        from analysis.core.demo.phantom import ensure_phantom_pair
 
         started = time.monotonic()
         self.stdout.write(f"Phantom slide pair ({size:,} x {size:,} px): checking ...")
@@ -98,8 +98,8 @@ class Command(BaseCommand):
             offset_x=tx, offset_y=ty, scale=math.hypot(a, c), rotation=math.degrees(math.atan2(c, a)) % 360)
 
     def _ensure_demo_model(self) -> None:
-        """Train the synthetic demo model once (planted signal, analysis/core/synthetic_cohort.py)."""
-        from analysis.core.synthetic_cohort import train_demo_model
+        """Train the synthetic demo model once (planted signal, analysis/core/demo/synthetic_cohort.py)."""
+        from analysis.core.demo.synthetic_cohort import train_demo_model
         from analysis.models import ModelVersion
         from analysis.scoring import model_register, models_dir
 
