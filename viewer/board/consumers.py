@@ -23,6 +23,9 @@ import time
 
 from channels.db import database_sync_to_async
 
+from viewer.board.models import BoardSession
+from viewer.board.selectors import board_group_name, board_latest_state, board_participants
+from viewer.board.services import BoardError, BoardPermissionError, board_handover, board_join, board_state_store
 from viewer.consumers import LoginRequiredConsumer
 
 logger = logging.getLogger(__name__)
@@ -59,7 +62,6 @@ class BoardConsumer(LoginRequiredConsumer):
         self._persisted_case = None
         self._pending = None
         self._relay = None
-        from viewer.board.selectors import board_group_name
 
         self.group = board_group_name(self.session_key)
         await self.channel_layer.group_add(self.group, self.channel_name)
@@ -148,8 +150,6 @@ class BoardConsumer(LoginRequiredConsumer):
                 self._dirty = state
 
     async def _on_handover(self, to):
-        from viewer.board.services import BoardError, BoardPermissionError
-
         try:
             target = await self._handover(to)
         except (BoardError, BoardPermissionError) as exc:
@@ -185,10 +185,6 @@ class BoardConsumer(LoginRequiredConsumer):
 
     @database_sync_to_async
     def _load(self) -> dict | None:
-        from viewer.board.models import BoardSession
-        from viewer.board.selectors import board_latest_state, board_participants
-        from viewer.board.services import board_join
-
         session = BoardSession.objects.select_related("driver").filter(pk=self.session_pk).first()
         if session is None:
             return None
@@ -203,7 +199,6 @@ class BoardConsumer(LoginRequiredConsumer):
     @database_sync_to_async
     def _is_driver(self) -> bool:
         """Checked in the database when the local copy says no (a handover may be in flight)."""
-        from viewer.board.models import BoardSession
 
         driver = BoardSession.objects.filter(pk=self.session_pk).values_list("driver_id", flat=True).first()
         if driver is not None:
@@ -212,8 +207,6 @@ class BoardConsumer(LoginRequiredConsumer):
 
     @database_sync_to_async
     def _store(self, state: dict, seq: int, *, persist: bool) -> None:
-        from viewer.board.services import board_state_store
-
         board_state_store(session_id=self.session_pk, session_key=self.session_key, state=state, seq=seq,
                           persist=persist)
 
@@ -221,16 +214,12 @@ class BoardConsumer(LoginRequiredConsumer):
         """Cache only, off Django's shared sync thread (the cache clients are thread-safe)."""
         from asgiref.sync import sync_to_async
 
-        from viewer.board.services import board_state_store
 
         await sync_to_async(board_state_store, thread_sensitive=False)(
             session_id=self.session_pk, session_key=self.session_key, state=state, seq=seq, persist=False)
 
     @database_sync_to_async
     def _handover(self, to) -> tuple[int, str]:
-        from viewer.board.models import BoardSession
-        from viewer.board.services import board_handover
-
         session = BoardSession.objects.get(pk=self.session_pk)
         target = board_handover(session=session, by=self.user, to_user_id=to)
         return target.pk, target.get_username()

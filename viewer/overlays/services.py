@@ -22,7 +22,12 @@ import numpy as np
 from django.conf import settings
 
 from analysis.core import overlay as ov
+from analysis.core.slides.reader import TileNotFoundError
+from analysis.models import AnalysisRun
+from analysis.results import run_path
+from cases.models import SlideStatus
 from viewer.tiles.cache import cache_get, cache_set, render_version
+from viewer.tiles.services import TileResponse, tile_source_get
 
 logger = logging.getLogger(__name__)
 
@@ -81,9 +86,6 @@ def overlay_run_info(slide_id: int) -> RunInfo | None:
     hit = _info_cache.get(slide_id)
     if hit and now - hit[0] < RUN_INFO_TTL_SECONDS:
         return hit[1]
-    from analysis.models import AnalysisRun
-    from analysis.results import run_path
-    from cases.models import SlideStatus
 
     run = (AnalysisRun.objects.select_related("slide").filter(slide_id=slide_id, slide__status=SlideStatus.READY)
            .order_by("-created_at", "-pk").first())
@@ -208,8 +210,6 @@ def overlay_pixel_response(*, slide_id: int, layer: str, dzi: bool, level: int =
     `hide`: legend codes (classes, HER2 classes, pair types) left out of the tile, as the
     pathologist unticks them in the layer's legend; the tile is cached once, unfiltered.
     """
-    from analysis.core.slides.reader import TileNotFoundError
-    from viewer.tiles.services import TileResponse, tile_source_get
 
     source = tile_source_get(slide_id)
     try:

@@ -23,6 +23,7 @@ from analysis.core.slides.reader import (
     render_tile_jpeg,
 )
 from viewer.tiles.cache import cache_get, cache_set, render_version
+from cases.models import Slide, SlideStatus
 
 TILE_SIZE = 256
 TILE_OVERLAP = 0
@@ -77,7 +78,6 @@ def tile_source_get(slide_id: int) -> TileSource | None:
     hit = _info_cache.get(slide_id)
     if hit and now - hit[0] < INFO_TTL_SECONDS:
         return hit[1]
-    from cases.models import Slide, SlideStatus
 
     row = (
         Slide.objects.filter(pk=slide_id, status=SlideStatus.READY)
