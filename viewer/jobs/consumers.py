@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 
 from channels.db import database_sync_to_async
 
@@ -23,6 +24,8 @@ IDLE_INTERVAL_SECONDS = 5.0
 LOG_LINES = 40
 MAX_JOBS = 20
 NOT_FOUND_CLOSE_CODE = 4404
+
+logger = logging.getLogger(__name__)
 
 
 class JobProgressConsumer(LoginRequiredConsumer):
@@ -47,12 +50,17 @@ class JobProgressConsumer(LoginRequiredConsumer):
             self._wake.set()
 
     async def _watch(self):
-        last = None
+        last, active = None, False
         while True:
-            jobs, active = await self._snapshot()
-            if jobs != last:
-                await self.send_json({"type": "jobs", "jobs": jobs})
-                last = jobs
+            try:
+                jobs, active = await self._snapshot()
+                if jobs != last:
+                    await self.send_json({"type": "jobs", "jobs": jobs})
+                    last = jobs
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a database hiccup: keep the socket, try again at the next interval
+                logger.warning("job progress of case %s: snapshot failed", self.case_pk, exc_info=True)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(),
                                        timeout=ACTIVE_INTERVAL_SECONDS if active else IDLE_INTERVAL_SECONDS)
