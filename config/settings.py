@@ -49,6 +49,9 @@ LADDER_SLIDE_ROOTS = [
 ] + [LADDER_UPLOAD_DIR, LADDER_DEMO_DIR]
 LADDER_MAX_UPLOAD_MB = int(os.environ.get("LADDER_MAX_UPLOAD_MB", "4096"))
 LADDER_HOVERNET_WEIGHTS = os.environ.get("LADDER_HOVERNET_WEIGHTS", "")
+# auto | nucleus-model | hovernet | classical (analysis/segmenters.py)
+LADDER_SEGMENTER = os.environ.get("LADDER_SEGMENTER", "auto")
+LADDER_NUCLEUS_WEIGHTS = os.environ.get("LADDER_NUCLEUS_WEIGHTS", "")  # "" = the shipped weights
 LADDER_TORCH_DEVICE = os.environ.get("LADDER_TORCH_DEVICE", "auto")  # auto | cpu | cuda | cuda:1 ...
 LADDER_TILE_THREADS = int(os.environ.get("LADDER_TILE_THREADS", "8"))
 LADDER_OPEN_SLIDES = int(os.environ.get("LADDER_OPEN_SLIDES", "32"))

@@ -18,4 +18,8 @@ if not os.environ.get("LADDER_DATA_DIR"):
 _roots = os.environ.get("LADDER_SLIDE_ROOTS", "")
 os.environ["LADDER_SLIDE_ROOTS"] = os.pathsep.join(filter(None, [_roots, str(SHARED_DATA)]))
 os.environ.setdefault("LADDER_JOB_HEARTBEAT_TIMEOUT", "6")
+# The synthetic phantom slides (and the suites built on their known cell counts) were drawn for
+# the classical segmenter; the product's default, the trained nucleus model, is tested on real
+# tiles in tests/analysis/core/cells/segmentation/nucleus_model/ (which choose it explicitly).
+os.environ.setdefault("LADDER_SEGMENTER", "classical")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")

@@ -1,4 +1,6 @@
-"""python manage.py segment_image IMAGE --stain he|ihc [--mpp X] --out cells.geojson"""
+"""python manage.py segment_image IMAGE --stain he|ihc [--mpp X] [--segmenter auto|nucleus-model|hovernet|classical] --out cells.geojson
+
+The same segmenter as analyses by default (analysis/segmenters.py)."""
 from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError
@@ -13,15 +15,17 @@ class Command(BaseCommand):
         parser.add_argument("--stain", choices=["he", "ihc"], required=True)
         parser.add_argument("--mpp", type=float, default=None, help="µm per pixel; needed when the file does not record it (0.5 at 20x, 0.25 at 40x)")
         parser.add_argument("--out", required=True)
+        parser.add_argument("--segmenter", choices=["auto", "nucleus-model", "hovernet", "classical"], default=None,
+                            help="default: LADDER_SEGMENTER (auto: HoVer-Net where configured, else the shipped nucleus model)")
 
-    def handle(self, *args, image: str, stain: str, mpp: float | None, out: str, **options):
+    def handle(self, *args, image: str, stain: str, mpp: float | None, out: str, segmenter: str | None = None, **options):
         from analysis.core.cells.interchange import write_qupath_geojson
         from analysis.core.cells.segmentation.classical import segment_image_file
         from analysis.segmenters import segmenter_for
 
         try:
-            segmenter = segmenter_for(stain=stain, log=self.stderr.write) if stain == "he" else None
-            cells = segment_image_file(image_path=image, stain=stain, mpp=mpp, segmenter=segmenter)
+            chosen = segmenter_for(stain=stain, choice=segmenter, log=self.stderr.write)
+            cells = segment_image_file(image_path=image, stain=stain, mpp=mpp, segmenter=chosen)
             if cells.attrs.get("warning"):
                 self.stderr.write(f"warning: {cells.attrs['warning']}")
             cells = cells.reset_index(drop=True)

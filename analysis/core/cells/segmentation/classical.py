@@ -524,9 +524,10 @@ def segment_in_tiles(*, rgb: np.ndarray, mpp: float, segment, tile_px: int = 204
 def segment_image_file(*, image_path, stain: str, mpp: float | None, segmenter=None) -> pd.DataFrame:
     """Nuclei of a flat image file (RESULT_COLUMNS, image pixel coordinates).
 
-    stain "he": ``segmenter`` if given (e.g. analysis.segmenters.segmenter_for), else the
-    ClassicalSegmenter. stain "ihc": segment_ihc_nuclei with H-DAB vectors estimated on
-    the image (Macenko, falling back to Ruifrok & Johnston). ``mpp`` None: the file's
+    ``segmenter`` if given (e.g. analysis.segmenters.segmenter_for; on IHC only one that
+    declares "ihc" among its stains), else the ClassicalSegmenter on H&E and, on IHC,
+    segment_ihc_nuclei with H-DAB vectors estimated on the image (Macenko, falling back to
+    Ruifrok & Johnston). ``mpp`` None: the file's
     TIFF resolution, else an error (sizes in um need it; 0.5 is 20x, 0.25 is 40x).
     ``result.attrs`` records segmenter (SegmenterInfo as a dict), mpp, mpp_source and,
     for IHC, the stain estimate; a warning when the image's stains disagree with
@@ -555,7 +556,7 @@ def segment_image_file(*, image_path, stain: str, mpp: float | None, segmenter=N
             f"image submitted as {stain} looks like {presence.looks_like} "
             f"(DAB in {presence.dab_fraction:.1%} of tissue, eosin in {presence.eosin_fraction:.1%})"
         )
-    if stain == "ihc":
+    if stain == "ihc" and "ihc" not in getattr(segmenter, "stains", ()):
         estimate = stain_mod.estimate_stain_matrix(rgb=rgb, default=stain_mod.HDAB_DEFAULT)
         attrs["stain_estimate"] = {"estimated": estimate.estimated, "reason": estimate.reason,
                                    "vectors": np.round(estimate.matrix.vectors, 4).tolist()}

@@ -1,0 +1,107 @@
+"""Running the trained nucleus model on a tile: maps, instances, classes, contours."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from analysis.core.cells.segmentation.nucleus_model.net import build_model, instances_from_maps
+
+
+@dataclass
+class LoadedModel:
+    model: object
+    classes: tuple
+    work_mpp: float
+    mean: np.ndarray
+    std: np.ndarray
+    sha256: str
+    path: str
+
+    @classmethod
+    def from_model(cls, *, model, config) -> "LoadedModel":
+        """An in-memory model (cross-validation folds), as if loaded from a file."""
+        from analysis.core.cells.segmentation.nucleus_model.data import MODEL_CLASSES, WORK_MPP
+        from analysis.core.cells.segmentation.nucleus_model.training import MEAN, STD
+
+        return cls(model=model.eval(), classes=tuple(MODEL_CLASSES), work_mpp=WORK_MPP, mean=MEAN, std=STD,
+                   sha256="", path="(in memory)")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_weights(*, path: Path, device: str = "cpu") -> LoadedModel:
+    import torch
+
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    model = build_model(n_classes=len(blob["classes"]), widths=tuple(blob["widths"]))
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()})
+    model.eval().to(device)
+    return LoadedModel(
+        model=model, classes=tuple(blob["classes"]), work_mpp=float(blob["work_mpp"]),
+        mean=np.asarray(blob["mean"], np.float32), std=np.asarray(blob["std"], np.float32),
+        sha256=file_sha256(path), path=str(path),
+    )
+
+
+def predict_maps(*, loaded: LoadedModel, rgb: np.ndarray, device: str = "cpu"):
+    """NP probability (H, W), HV (2, H, W), class probabilities (K, H, W) for an RGB image
+    already at the working resolution. Padded to a multiple of 16 by reflection."""
+    import torch
+
+    h, w = rgb.shape[:2]
+    ph, pw = (-h) % 16, (-w) % 16
+    image = (rgb.astype(np.float32) - loaded.mean) / loaded.std
+    if ph or pw:
+        image = np.pad(image, ((0, ph), (0, pw), (0, 0)), mode="reflect")
+    x = torch.from_numpy(image.transpose(2, 0, 1)[None].copy()).to(device)
+    with torch.inference_mode():
+        out = loaded.model(x.contiguous(memory_format=torch.channels_last))[0, :, :h, :w]
+        np_prob = torch.sigmoid(out[0]).cpu().numpy()
+        hv = torch.tanh(out[1:3]).cpu().numpy()
+        tp = torch.softmax(out[3:], 0).cpu().numpy()
+    return np_prob, hv, tp
+
+
+def segment_rgb(*, loaded: LoadedModel, rgb: np.ndarray, mpp: float, at: str = "work", device: str = "cpu"):
+    """Instance map at the INPUT resolution and per-instance class and probability.
+
+    at="work": post-process at the model's resolution and resize the label map (nearest);
+    at="input": resize the maps to the input resolution first, then post-process."""
+    import cv2
+
+    scale = mpp / loaded.work_mpp  # input px -> work px
+    h, w = rgb.shape[:2]
+    if abs(scale - 1) > 1e-3:
+        size = (max(16, round(w * scale)), max(16, round(h * scale)))
+        work = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    else:
+        work = rgb
+    np_prob, hv, tp = predict_maps(loaded=loaded, rgb=work, device=device)
+    if at == "input" and work.shape[:2] != (h, w):
+        np_prob = cv2.resize(np_prob, (w, h), interpolation=cv2.INTER_LINEAR)
+        hv = np.stack([cv2.resize(c, (w, h), interpolation=cv2.INTER_LINEAR) for c in hv])
+        tp = np.stack([cv2.resize(c, (w, h), interpolation=cv2.INTER_LINEAR) for c in tp])
+        labels = instances_from_maps(np_prob=np_prob, hv=hv, min_area_px=int(10 / scale**2), marker_min_px=int(4 / scale**2))
+    else:
+        labels = instances_from_maps(np_prob=np_prob, hv=hv)
+        if labels.shape != (h, w):
+            labels = cv2.resize(labels, (w, h), interpolation=cv2.INTER_NEAREST)
+            tp = np.stack([cv2.resize(c, (w, h), interpolation=cv2.INTER_LINEAR) for c in tp])
+    # class per instance: the class with the largest summed probability over its pixels
+    # (HoVer-Net takes the majority of per-pixel argmax; summed probabilities break ties smoothly)
+    n = int(labels.max())
+    flat = labels.ravel()
+    sums = np.stack([np.bincount(flat, weights=c.ravel(), minlength=n + 1) for c in tp])  # (K, n+1)
+    counts = np.bincount(flat, minlength=n + 1).astype(float)
+    probs = sums / np.maximum(counts, 1)
+    cls = probs.argmax(0)
+    return labels, cls, probs.max(0), probs
