@@ -22,12 +22,16 @@ Follows fuscc-deep-path/sc_MTOP, WSIGraph.py @ 33ff31f, as pinned down in
 """
 from __future__ import annotations
 
+import multiprocessing
+import os
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
 from skimage.measure import regionprops
+
+from analysis.core.cells.convex import convex_area
 
 MORPH_FEATURES = (
     "Morph_Area",
@@ -198,6 +202,9 @@ def morph_features(*, contour: np.ndarray, mask: np.ndarray | None = None) -> di
     with np.errstate(divide="ignore", invalid="ignore"):
         elongation = major / minor if minor != 0 else float("inf")
         circularity = 4.0 * np.pi * area / perimeter**2 if perimeter != 0 else float("inf")
+        # = props.solidity (skimage: np.sum(image) * 1.0 / np.sum(convex_hull_image)), the hull
+        # pixels counted exactly without qhull: same integer, same double.
+        solidity = np.float64(props.area) / np.float64(float(convex_area(props.image)))
     return {
         "Morph_Area": area,
         "Morph_AreaBbox": float(props.area_bbox),
@@ -208,7 +215,7 @@ def morph_features(*, contour: np.ndarray, mask: np.ndarray | None = None) -> di
         "Morph_MajorAxisLength": major,
         "Morph_MinorAxisLength": minor,
         "Morph_Perimeter": perimeter,
-        "Morph_Solidity": float(props.solidity),
+        "Morph_Solidity": float(solidity),
         **curvature_features(contour=contour),
     }
 
@@ -277,40 +284,67 @@ def openslide_region_reader(*, slide_path: Path) -> tuple[RegionReader, Callable
     return read, slide.close
 
 
+def _measure(args: tuple[list[np.ndarray], list[np.ndarray]]) -> list[dict]:
+    """Morph_* and Texture_* of a chunk of nuclei from their contours and grey crops."""
+    contours, crops = args
+    rows = []
+    for contour, crop in zip(contours, crops):
+        mask, _ = nucleus_mask(contour=contour)
+        rows.append({**morph_features(contour=contour, mask=mask), **texture_features(gray=crop, mask=mask)})
+    return rows
+
+
+def _default_workers() -> int:
+    if multiprocessing.current_process().daemon:
+        return 1  # a daemonic process (e.g. a Celery prefork child) may not start children
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def nucleus_features(
-    *, contours: list[np.ndarray], read_region: RegionReader, block_px: int = 1024
+    *, contours: list[np.ndarray], read_region: RegionReader, block_px: int = 1024, workers: int | None = None
 ) -> pd.DataFrame:
     """Morph_* and Texture_* for every contour (level-0 [x, y] points), one row each.
 
     Pixels come from `read_region` in blocks of about `block_px` so each image tile is
-    decoded once, not once per nucleus (sc-MTOP reads one region per nucleus).
+    decoded once, not once per nucleus (sc-MTOP reads one region per nucleus); only this
+    process reads (a forked OpenSlide handle would share its file offset). Masks,
+    regionprops and texture then run in `workers` forked processes (default: the cores
+    this process may use; 1 inside a daemonic process, and serial under 256 nuclei), in
+    contiguous chunks re-assembled in input order: the per-nucleus code is the same, so
+    the table is the same to the bit for any `workers`.
     """
     n = len(contours)
-    masks, origins = [], np.zeros((n, 2), dtype=np.int64)
+    if workers is None:
+        workers = _default_workers()
+    boxes = np.zeros((n, 4), dtype=np.int64)  # x0, y0 (nucleus_mask's origin), width, height
     for index, contour in enumerate(contours):
-        mask, origin = nucleus_mask(contour=contour)
-        masks.append(mask)
-        origins[index] = origin
-    rows: list[dict] = [{} for _ in range(n)]
-    block = origins // block_px
-    order = np.lexsort((block[:, 0], block[:, 1]))
-    keys = block[order]
-    starts = np.flatnonzero(np.r_[True, (np.diff(keys, axis=0) != 0).any(axis=1)])
-    for start, stop in zip(starts, np.r_[starts[1:], n]):
-        members = order[start:stop]
-        x0 = int(origins[members, 0].min())
-        y0 = int(origins[members, 1].min())
-        x1 = int(max(origins[m, 0] + masks[m].shape[1] for m in members))
-        y1 = int(max(origins[m, 1] + masks[m].shape[0] for m in members))
-        gray = rgb_to_gray(rgb=read_region(x0, y0, x1 - x0, y1 - y0))
-        for m in members:
-            mask = masks[m]
-            ox, oy = origins[m, 0] - x0, origins[m, 1] - y0
-            crop = gray[oy : oy + mask.shape[0], ox : ox + mask.shape[1]]
-            rows[m] = {
-                **morph_features(contour=contours[m], mask=mask),
-                **texture_features(gray=crop, mask=mask),
-            }
+        pts = _check_contour(contour)
+        lo, hi = pts.min(axis=0), pts.max(axis=0)
+        boxes[index] = (lo[0] - _CROP_MARGIN, lo[1] - _CROP_MARGIN, hi[0] - lo[0] + 2 * _CROP_MARGIN,
+                        hi[1] - lo[1] + 2 * _CROP_MARGIN)
+    crops: list[np.ndarray | None] = [None] * n
+    if n:
+        block = boxes[:, :2] // block_px
+        order = np.lexsort((block[:, 0], block[:, 1]))
+        keys = block[order]
+        starts = np.flatnonzero(np.r_[True, (np.diff(keys, axis=0) != 0).any(axis=1)])
+        for start, stop in zip(starts, np.r_[starts[1:], n]):
+            members = order[start:stop]
+            x0 = int(boxes[members, 0].min())
+            y0 = int(boxes[members, 1].min())
+            x1 = int((boxes[members, 0] + boxes[members, 2]).max())
+            y1 = int((boxes[members, 1] + boxes[members, 3]).max())
+            gray = rgb_to_gray(rgb=read_region(x0, y0, x1 - x0, y1 - y0))
+            for m in members:
+                ox, oy = boxes[m, 0] - x0, boxes[m, 1] - y0
+                crops[m] = gray[oy : oy + boxes[m, 3], ox : ox + boxes[m, 2]].copy()
+    if workers <= 1 or n < 256:
+        rows = _measure((list(contours), crops))
+    else:
+        bounds = np.linspace(0, n, 4 * workers + 1).astype(int)  # a few chunks per worker
+        chunks = [(list(contours[a:b]), crops[a:b]) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            rows = [row for part in pool.map(_measure, chunks) for row in part]
     frame = pd.DataFrame(rows, columns=list(MORPH_FEATURES + TEXTURE_FEATURES))
     for column in ("Texture_IntensityMax", "Texture_IntensityMin"):
         frame[column] = frame[column].astype(np.int64)
