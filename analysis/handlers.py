@@ -45,7 +45,8 @@ def analyze_slide(job, context) -> dict:
         reader = SlideReader(Path(slide.file_path))
     except SlideError as exc:
         raise JobFailure(str(exc)) from exc
-    segmenter = segmenter_for(stain=slide.stain, log=context.log)
+    # A job may name its segmenter (the demo's synthetic phantom: "classical"); else LADDER_SEGMENTER.
+    segmenter = segmenter_for(stain=slide.stain, choice=job.params.get("segmenter"), log=context.log)
     info = segmenter.info
     context.log(f"segmenter {info.name} {info.version}{' (approximate)' if info.approximate else ''}"
                 f"{', weights ' + info.weights if info.weights else ''}")

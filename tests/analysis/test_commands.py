@@ -73,3 +73,14 @@ def test_scmtop_features_command_writes_the_reference_files(shared_file, tmp_pat
         ours = pd.read_csv(tmp_path / f"CMU-1-Small-Region_{suffix}.csv")
         theirs = pd.read_csv(reference / f"cmu-1-small-region_{suffix}.csv")
         assert list(ours.columns) == list(theirs.columns) and len(ours) == len(theirs), suffix
+
+
+def test_segment_image_reads_a_vendor_slide_with_its_mpp(shared_file, tmp_path, db):
+    """An Aperio SVS: level 0 through OpenSlide, the scanner's MPP (0.499) used, no --mpp needed."""
+    out = tmp_path / "cmu1.geojson"
+    call_command("segment_image", str(shared_file("slides/CMU-1-Small-Region.svs")), "--stain", "he",
+                 "--segmenter", "classical", "--out", str(out))
+    features = json.loads(out.read_text())["features"]
+    assert len(features) > 300
+    xs = [x for feature in features for ring in feature["geometry"]["coordinates"] for x, _ in ring]
+    assert max(xs) <= 2220  # level-0 pixel coordinates of the 2220 x 2967 slide

@@ -78,3 +78,14 @@ def test_cancelled_analysis_leaves_nothing(phantom_case):
     assert job.status == JobStatus.CANCELLED
     assert not AnalysisRun.objects.exists()
     assert not list(runs_root().glob(f"slide-{he.pk}/*"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_job_may_name_its_segmenter(he_slide, settings):
+    """The demo's phantom names the classical segmenter; the product default stays the model."""
+    settings.LADDER_SEGMENTER = "nucleus-model"
+    job = run_now(job_enqueue(kind=JobKind.ANALYZE_SLIDE, slide=he_slide, params={"segmenter": "classical"}))
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    assert AnalysisRun.objects.get(slide=he_slide).segmenter.startswith("classical")
+    job = run_now(job_enqueue(kind=JobKind.ANALYZE_SLIDE, slide=he_slide, params={"segmenter": "magic"}, max_attempts=1))
+    assert job.status == JobStatus.FAILED and "segmenter must be one of" in job.error

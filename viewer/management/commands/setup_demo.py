@@ -120,5 +120,7 @@ class Command(BaseCommand):
         for slide in case.slides.all():
             busy = slide.jobs.filter(kind=JobKind.ANALYZE_SLIDE, status__in=ACTIVE_STATUSES).exists()
             if not slide.runs.exists() and not busy:
-                job_enqueue(kind=JobKind.ANALYZE_SLIDE, slide=slide)
+                # The phantom's nuclei are synthetic discs drawn for the hematoxylin-threshold
+                # segmenter (analysis/core/demo/phantom.py); the trained model is for real tissue.
+                job_enqueue(kind=JobKind.ANALYZE_SLIDE, slide=slide, params={"segmenter": "classical"})
                 self.stdout.write(f"    queued the cell analysis of {slide.name} (runs in the background)")

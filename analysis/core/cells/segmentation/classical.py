@@ -447,6 +447,8 @@ def read_image_file(*, image_path) -> tuple[np.ndarray, float | None]:
     if not path.is_file():
         raise SegmentationInputError(f"image file {path} does not exist")
     mpp: float | None = None
+    if path.suffix.lower() in WHOLE_SLIDE_SUFFIXES:
+        return _read_whole_slide_file(path)
     if path.suffix.lower() in (".tif", ".tiff"):
         import tifffile
 
@@ -481,6 +483,36 @@ def read_image_file(*, image_path) -> tuple[np.ndarray, float | None]:
     if rgb.ndim != 3 or rgb.shape[2] < 3 or rgb.dtype != np.uint8:
         raise SegmentationInputError(f"{path}: expected 8-bit RGB, got shape {rgb.shape} dtype {rgb.dtype}")
     return np.ascontiguousarray(rgb[..., :3]), mpp
+
+
+# Vendor whole-slide formats: level 0 is read through OpenSlide, with the scanner's mpp.
+WHOLE_SLIDE_SUFFIXES = {".svs", ".ndpi", ".vms", ".vmu", ".mrxs", ".scn", ".bif", ".svslide"}
+
+
+def _read_whole_slide_file(path) -> tuple[np.ndarray, float | None]:
+    """Level 0 of a (small) vendor slide and its mpp (``openslide.mpp-x``, e.g. Aperio's MPP).
+
+    The label and macro images are never read. Slides over MAX_IMAGE_PIXELS belong to the
+    slide runner (analysis, tiled), not to this one-image command.
+    """
+    import openslide
+
+    try:
+        slide = openslide.OpenSlide(str(path))
+    except (openslide.OpenSlideError, OSError) as error:
+        raise SegmentationInputError(f"{path} is not a readable whole-slide file: {error}") from error
+    with slide:
+        width, height = slide.dimensions
+        if width * height > MAX_IMAGE_PIXELS:
+            raise SegmentationInputError(
+                f"{path} is {width:,} x {height:,} px, too large for segment_image; analyse it as a slide")
+        try:
+            mpp = float(slide.properties.get(openslide.PROPERTY_NAME_MPP_X) or 0) or None
+        except ValueError:
+            mpp = None
+        rgba = slide.read_region((0, 0), 0, (width, height))
+    rgb = np.asarray(rgba.convert("RGB"))
+    return np.ascontiguousarray(rgb), mpp
 
 
 def segment_in_tiles(*, rgb: np.ndarray, mpp: float, segment, tile_px: int = 2048,

@@ -52,23 +52,53 @@ def load_weights(*, path: Path, device: str = "cpu") -> LoadedModel:
     )
 
 
-def predict_maps(*, loaded: LoadedModel, rgb: np.ndarray, device: str = "cpu"):
-    """NP probability (H, W), HV (2, H, W), class probabilities (K, H, W) for an RGB image
-    already at the working resolution. Padded to a multiple of 16 by reflection."""
+# Windows the network sees at once: activations of a 16-channel full-resolution U-Net cost about
+# 0.5 KB per pixel, so a whole 2,048-px tile at once needs ~2 GB; 1,200-px windows keep it near 0.7 GB.
+WINDOW_PX = 1200
+CONTEXT_PX = 48  # discarded margin per side: the maps near a window's edge lack context
+
+
+def _forward(*, loaded: LoadedModel, image: np.ndarray, device: str):
+    """Network outputs (C, H, W) for a normalised (H, W, 3) float image, padded to a multiple of 16."""
     import torch
 
-    h, w = rgb.shape[:2]
+    h, w = image.shape[:2]
     ph, pw = (-h) % 16, (-w) % 16
-    image = (rgb.astype(np.float32) - loaded.mean) / loaded.std
     if ph or pw:
         image = np.pad(image, ((0, ph), (0, pw), (0, 0)), mode="reflect")
     x = torch.from_numpy(image.transpose(2, 0, 1)[None].copy()).to(device)
     with torch.inference_mode():
         out = loaded.model(x.contiguous(memory_format=torch.channels_last))[0, :, :h, :w]
-        np_prob = torch.sigmoid(out[0]).cpu().numpy()
-        hv = torch.tanh(out[1:3]).cpu().numpy()
-        tp = torch.softmax(out[3:], 0).cpu().numpy()
-    return np_prob, hv, tp
+        return torch.cat([torch.sigmoid(out[:1]), torch.tanh(out[1:3]), torch.softmax(out[3:], 0)]).cpu().numpy()
+
+
+def predict_maps(*, loaded: LoadedModel, rgb: np.ndarray, device: str = "cpu"):
+    """NP probability (H, W), HV (2, H, W), class probabilities (K, H, W) for an RGB image
+    already at the working resolution.
+
+    Large images go through the network in overlapping windows (WINDOW_PX, of which
+    CONTEXT_PX per inner side is context only), so memory is bounded whatever the image size;
+    the image edge is padded by reflection, as in training.
+    """
+    image = (rgb.astype(np.float32) - loaded.mean) / loaded.std
+    h, w = image.shape[:2]
+    if h <= WINDOW_PX and w <= WINDOW_PX:
+        maps = _forward(loaded=loaded, image=image, device=device)
+    else:
+        maps = None
+        # Even cores: a 2,048-px tile is 2 x 2 windows of 1,024 + context, not 3 x 3 with slivers.
+        core_h = -(-h // -(-h // (WINDOW_PX - 2 * CONTEXT_PX)))
+        core_w = -(-w // -(-w // (WINDOW_PX - 2 * CONTEXT_PX)))
+        for y0 in range(0, h, core_h):
+            for x0 in range(0, w, core_w):
+                y1, x1 = min(y0 + core_h, h), min(x0 + core_w, w)
+                ya, xa = max(0, y0 - CONTEXT_PX), max(0, x0 - CONTEXT_PX)
+                yb, xb = min(h, y1 + CONTEXT_PX), min(w, x1 + CONTEXT_PX)
+                out = _forward(loaded=loaded, image=image[ya:yb, xa:xb], device=device)
+                if maps is None:
+                    maps = np.empty((out.shape[0], h, w), np.float32)
+                maps[:, y0:y1, x0:x1] = out[:, y0 - ya:y1 - ya, x0 - xa:x1 - xa]
+    return maps[0], maps[1:3], maps[3:]
 
 
 def segment_rgb(*, loaded: LoadedModel, rgb: np.ndarray, mpp: float, at: str = "work", device: str = "cpu"):
