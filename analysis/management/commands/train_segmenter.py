@@ -24,7 +24,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--data", required=True, help="folder of annotated sets (e.g. ../shared/data/nuclei)")
         parser.add_argument("--out", required=True)
-        parser.add_argument("--iterations", type=int, default=2400, help="final model")
+        parser.add_argument("--iterations", type=int, default=2400, help="final model (0: cross-validation only)")
         parser.add_argument("--cv-iterations", type=int, default=1200, help="each cross-validation fold")
         parser.add_argument("--folds", type=int, default=3, help="0 skips cross-validation")
         parser.add_argument("--batch", type=int, default=12)
@@ -96,6 +96,9 @@ class Command(BaseCommand):
             for dataset, row in report["pooled"].items():
                 self.stdout.write(f"CV {dataset}: F1 {row['f1']:.3f}  AJI {row['aji']:.3f}  Dice {row['dice']:.3f}  PQ {row['pq']:.3f}")
         (out_dir / "cross_validation.json").write_text(json.dumps(report, indent=1))
+        if iterations <= 0:
+            self.stdout.write(self.style.SUCCESS(f"cross-validation written to {out_dir / 'cross_validation.json'}"))
+            return
         model, config, history = fit(tiles, iterations, "final model")
         weights = out_dir / "ladder-nucleus.pt"
         save_weights(model=model, config=config, path=weights, history=history)
