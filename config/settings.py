@@ -240,6 +240,11 @@ CSRF_COOKIE_SAMESITE = "Lax"
 # Failed logins per username+address before a lock-out, and its length.
 LADDER_LOGIN_MAX_FAILURES = int(os.environ.get("LADDER_LOGIN_MAX_FAILURES", "5"))
 LADDER_LOGIN_LOCKOUT_SECONDS = int(os.environ.get("LADDER_LOGIN_LOCKOUT_SECONDS", "300"))
+# The throttle is the first backend, so every login form (ours, /admin/login/) goes through it.
+AUTHENTICATION_BACKENDS = [
+    "viewer.accounts.backends.LoginThrottleBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
