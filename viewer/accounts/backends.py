@@ -26,5 +26,5 @@ class LoginThrottleBackend:
             raise PermissionDenied("too many login attempts")
         return None
 
-    def get_user(self, user_id):
-        return None
+    # No get_user(): sessions name ModelBackend, and Client.force_login picks the first backend
+    # that has one.
