@@ -27,22 +27,35 @@ def slide_roots() -> list[Path]:
     return [Path(root) for root in settings.LADDER_SLIDE_ROOTS]
 
 
+def _inside_roots(path: Path) -> bool:
+    return any(path.is_relative_to(root) for root in slide_roots())
+
+
 def slide_path_resolve(path: str | os.PathLike) -> Path:
-    """Resolve `path` (symlinks and '..' included) and require it inside a configured root."""
+    """Resolve `path` (symlinks and '..' included) and require it inside a configured root.
+
+    The root is checked before anything about the file is looked at, and again after symlinks are
+    followed, so every path outside the roots gets the same answer whether it exists, is a folder
+    or is unreadable (no file-existence oracle)."""
     raw = Path(path).expanduser()
-    try:
-        resolved = raw.resolve(strict=True)
-    except (FileNotFoundError, RuntimeError):
-        raise SlideImportError(f"{raw}: no such file") from None
-    if not resolved.is_file():
-        raise SlideImportError(f"{raw}: not a file")
-    for root in slide_roots():
-        if resolved.is_relative_to(root):
-            return resolved
-    raise SlideImportError(
+    outside = SlideImportError(
         f"{raw}: outside the configured slide folders (LADDER_SLIDE_ROOTS); "
         "ask an admin to add its folder, or upload the file"
     )
+    lexical = Path(os.path.normpath(os.path.abspath(raw)))  # no filesystem access: '..' removed by text
+    if not _inside_roots(lexical):
+        raise outside
+    try:
+        resolved = raw.resolve(strict=False)  # symlinks followed, existence not required
+    except (OSError, RuntimeError):
+        raise outside from None
+    if not _inside_roots(resolved):
+        raise outside
+    if not resolved.exists():
+        raise SlideImportError(f"{raw}: no such file")
+    if not resolved.is_file():
+        raise SlideImportError(f"{raw}: not a file")
+    return resolved
 
 
 def _converted_path(checksum: str) -> Path:
