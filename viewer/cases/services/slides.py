@@ -135,21 +135,42 @@ def _slide_create(*, case, stain, source, served, checksum, metadata, converted,
     return slide
 
 
+def _upload_names(original: str) -> tuple[str, str]:
+    """(name kept as data, short safe file name). The file on disk is `slide<suffix>`: a client's
+    name (200 multi-byte characters gave ENAMETOOLONG, a 500) never becomes a path; the suffix
+    (ASCII letters and digits, at most 10) is kept because formats are told apart by it."""
+    base = Path(str(original).replace("\\", "/")).name
+    kept = "".join(ch for ch in base if ch.isprintable())[:255] or "upload"
+    suffix = Path(kept).suffix.lower()
+    if not (2 <= len(suffix) <= 11 and suffix[1:].isascii() and suffix[1:].isalnum()):
+        suffix = ""
+    return kept, f"slide{suffix}"
+
+
 def slide_upload(*, case: Case, stain: str, uploaded_file, user=None) -> Slide:
-    """Store an uploaded file under the upload folder, then import it like a path."""
+    """Store an uploaded file under the upload folder (a fresh folder, a short safe name), then
+    import it like a path. On any failure the folder is removed: nothing is left behind."""
     limit = settings.LADDER_MAX_UPLOAD_MB * 1024 * 1024
+    original, short = _upload_names(uploaded_file.name or "")
     if uploaded_file.size > limit:
-        raise SlideImportError(f"{uploaded_file.name}: larger than the {settings.LADDER_MAX_UPLOAD_MB} MB upload limit")
-    safe_name = Path(uploaded_file.name).name.replace(os.sep, "_") or "upload"
+        raise SlideImportError(f"{original}: larger than the {settings.LADDER_MAX_UPLOAD_MB} MB upload limit")
     folder = settings.LADDER_UPLOAD_DIR / "uploads" / uuid.uuid4().hex
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / safe_name
-    with open(target, "wb") as handle:
-        for chunk in uploaded_file.chunks():
-            handle.write(chunk)
+    target = folder / short
     try:
-        return slide_import(case=case, stain=stain, path=target, user=user, name=safe_name)
-    except SlideImportError:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(target, "wb") as handle:
+            for chunk in uploaded_file.chunks():
+                handle.write(chunk)
+        return slide_import(case=case, stain=stain, path=target, user=user, name=original)
+    except SlideImportError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        message = str(exc).replace(str(target), original).replace(short, original)
+        raise SlideImportError(message) from None
+    except OSError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        logger.exception("storing upload %r failed", original)
+        raise SlideImportError(f"{original}: the upload could not be stored ({exc.strerror or exc})") from None
+    except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
 
