@@ -9,6 +9,7 @@ import time
 from django.db import close_old_connections
 
 from analysis.jobs.runner import job_claim, job_execute, jobs_reap_stale, worker_name
+from analysis.jobs.sweep import SWEEP_EVERY_S, sweep_orphans_safely
 
 logger = logging.getLogger(__name__)
 
@@ -22,12 +23,16 @@ def worker_loop(*, poll_seconds: float = 0.5, stop: threading.Event | None = Non
     name = worker_name()
     ran = 0
     last_reap = 0.0
+    last_sweep = -SWEEP_EVERY_S  # at start-up first: what a killed worker or server left
     logger.info("embedded worker %s started", name)
     while not stop.is_set():
         try:
             if time.monotonic() - last_reap > 5:
                 jobs_reap_stale()
                 last_reap = time.monotonic()
+            if time.monotonic() - last_sweep > SWEEP_EVERY_S:
+                sweep_orphans_safely()
+                last_sweep = time.monotonic()
             job = job_claim(worker=name)
             if job is None:
                 if once:
