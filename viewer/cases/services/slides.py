@@ -10,13 +10,20 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 
+from analysis.conversion import convert_plain_image, converted_path
 from analysis.core.slides.reader import SlideError, UnsupportedSlideError, file_checksum, read_slide_metadata
+from analysis.models import JobKind
+from analysis.services import job_enqueue
 from cases.models import Case, MppSource, Slide, SlideAlignment, SlideStatus, Stain
 from cases.audit import audit_record
 
 logger = logging.getLogger(__name__)
 
 PLAIN_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff"}
+
+
+class _Deferred(Exception):
+    """A plain image whose conversion goes to a job."""
 
 
 class SlideImportError(ValueError):
@@ -59,24 +66,39 @@ def slide_path_resolve(path: str | os.PathLike) -> Path:
 
 
 def _converted_path(checksum: str) -> Path:
-    return settings.LADDER_UPLOAD_DIR / "converted" / f"{checksum}.tiff"
+    return converted_path(checksum)
 
 
 def _convert_plain_image(source: Path, checksum: str) -> Path:
-    from analysis.core.slides.convert import convert_to_pyramidal_tiff
-
-    target = _converted_path(checksum)
-    if not target.exists():  # converted once, shared by every slide with these bytes
-        target.parent.mkdir(parents=True, exist_ok=True)
-        convert_to_pyramidal_tiff(src=source, dst=target)
-    return target
+    return convert_plain_image(source, checksum)
 
 
-def slide_import(*, case: Case, stain: str, path: str | os.PathLike, user=None, name: str | None = None) -> Slide:
+def _slide_queue_conversion(*, case, stain, source: Path, checksum: str, user, name) -> Slide:
+    """The slide row (status converting) and its conversion job; the request returns at once."""
+    from analysis.core.slides.convert import sniff_image_format
+
+    if sniff_image_format(path=source) is None:
+        raise SlideImportError(f"{source.name}: not a JPEG, PNG or TIFF image (damaged or truncated?)")
+    with transaction.atomic():
+        slide = Slide.objects.create(
+            case=case, stain=stain, name=name or source.name, source_path=str(source),
+            file_path=str(converted_path(checksum)), checksum=checksum, converted=True,
+            status=SlideStatus.CONVERTING,
+            imported_by=user if getattr(user, "is_authenticated", False) else None)
+        audit_record(user=user, action="slide.import", case=case, slide=slide,
+                     detail={"source": str(source), "checksum": checksum, "converted": "queued"})
+        job_enqueue(kind=JobKind.CONVERT_SLIDE, slide=slide, user=user, max_attempts=1)
+    return slide
+
+
+def slide_import(*, case: Case, stain: str, path: str | os.PathLike, user=None, name: str | None = None,
+                 defer_conversion: bool = False) -> Slide:
     """Import one slide file into a case: checks, metadata, conversion of plain images.
 
     Either the slide is created ready to view, or SlideImportError is raised and nothing
-    is left behind (no row, no converted file).
+    is left behind (no row, no converted file). With `defer_conversion` (web requests), a plain
+    image not converted before is created with status "converting" and a conversion job
+    (analysis.conversion): the request never decodes the image.
     """
     if stain not in Stain.values:
         raise SlideImportError(f"unknown stain '{stain}': use one of {', '.join(Stain.values)}")
@@ -85,7 +107,7 @@ def slide_import(*, case: Case, stain: str, path: str | os.PathLike, user=None, 
     duplicate = case.slides.filter(checksum=checksum).first()
     if duplicate:
         raise SlideImportError(f"{source.name}: already imported in case {case.case_id} as slide #{duplicate.pk}")
-    converted = False
+    converted = deferred = False
     try:
         served = source
         try:
@@ -93,13 +115,21 @@ def slide_import(*, case: Case, stain: str, path: str | os.PathLike, user=None, 
         except UnsupportedSlideError:
             if source.suffix.lower() not in PLAIN_IMAGE_SUFFIXES:
                 raise
+            if defer_conversion and not _converted_path(checksum).exists():
+                deferred = True
+                raise _Deferred()
             served = _convert_plain_image(source, checksum)
             converted = True
             metadata = read_slide_metadata(served)
+    except _Deferred:
+        pass
     except (SlideError, ValueError, OSError) as exc:
         if converted or _converted_path(checksum).exists():
             _converted_path(checksum).unlink(missing_ok=True)
         raise SlideImportError(str(exc)) from exc
+    if deferred:
+        return _slide_queue_conversion(case=case, stain=stain, source=source, checksum=checksum, user=user,
+                                       name=name)
     # Slow work (checksum, conversion) is done; the database writes are short and all-or-nothing.
     with transaction.atomic():
         return _slide_create(case=case, stain=stain, source=source, served=served, checksum=checksum,
@@ -147,7 +177,7 @@ def _upload_names(original: str) -> tuple[str, str]:
     return kept, f"slide{suffix}"
 
 
-def slide_upload(*, case: Case, stain: str, uploaded_file, user=None) -> Slide:
+def slide_upload(*, case: Case, stain: str, uploaded_file, user=None, defer_conversion: bool = True) -> Slide:
     """Store an uploaded file under the upload folder (a fresh folder, a short safe name), then
     import it like a path. On any failure the folder is removed: nothing is left behind."""
     limit = settings.LADDER_MAX_UPLOAD_MB * 1024 * 1024
@@ -161,7 +191,8 @@ def slide_upload(*, case: Case, stain: str, uploaded_file, user=None) -> Slide:
         with open(target, "wb") as handle:
             for chunk in uploaded_file.chunks():
                 handle.write(chunk)
-        return slide_import(case=case, stain=stain, path=target, user=user, name=original)
+        return slide_import(case=case, stain=stain, path=target, user=user, name=original,
+                            defer_conversion=defer_conversion)
     except SlideImportError as exc:
         shutil.rmtree(folder, ignore_errors=True)
         message = str(exc).replace(str(target), original).replace(short, original)
