@@ -22,6 +22,21 @@ def selftest(job, context) -> dict:
     return {"steps": steps}
 
 
+@job_handler(JobKind.CONVERT_SLIDE)
+def convert_slide(job, context) -> dict:
+    """An uploaded (or imported) plain image into a tiled pyramid (analysis.conversion): at most
+    LADDER_MAX_CONVERSIONS at once; the slide becomes ready, or failed with the reason."""
+    from analysis.conversion import slide_convert
+
+    slide = job.slide
+    if slide is None:
+        raise JobFailure("the slide of this job no longer exists")
+    context.progress(0.0, 1, "waiting for a free conversion slot")
+    slide = slide_convert(slide=slide, log=context.log,
+                          waiting=lambda: context.progress(0.0, 1, "waiting for a free conversion slot"))
+    return {"slide": slide.pk, "width": slide.width, "height": slide.height}
+
+
 @job_handler(JobKind.ANALYZE_SLIDE)
 def analyze_slide(job, context) -> dict:
     """Segment and classify every cell of a slide (HER2 membranes on IHC), then its features.

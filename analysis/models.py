@@ -11,6 +11,7 @@ class JobKind(models.TextChoices):
     TRAIN_MODEL = "train_model", "Model training"
     SCORE_CASE = "score_case", "HER2-LADDER score"
     SELFTEST = "selftest", "Self-test"
+    CONVERT_SLIDE = "convert_slide", "Slide conversion"
 
 
 class JobStatus(models.TextChoices):

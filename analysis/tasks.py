@@ -4,6 +4,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from analysis.jobs.runner import job_run, jobs_reap_stale
+from analysis.jobs.sweep import sweep_orphans_safely
 
 
 @shared_task(name="analysis.run_job", acks_late=True, reject_on_worker_lost=True)
@@ -15,4 +16,6 @@ def run_job(job_id: int) -> str:
 
 @shared_task(name="analysis.reap_stale_jobs")
 def reap_stale_jobs() -> list[int]:
-    return jobs_reap_stale()
+    reaped = jobs_reap_stale()
+    sweep_orphans_safely()  # temporary outputs of jobs that are no longer running
+    return reaped

@@ -48,6 +48,8 @@ LADDER_SLIDE_ROOTS = [
     Path(p).expanduser().resolve() for p in env_list("LADDER_SLIDE_ROOTS", [])
 ] + [LADDER_UPLOAD_DIR, LADDER_DEMO_DIR]
 LADDER_MAX_UPLOAD_MB = int(os.environ.get("LADDER_MAX_UPLOAD_MB", "4096"))
+# Plain images (JPEG/PNG/flat TIFF) converted at once per machine (each may take ~1 GB of memory).
+LADDER_MAX_CONVERSIONS = int(os.environ.get("LADDER_MAX_CONVERSIONS", "1"))
 LADDER_HOVERNET_WEIGHTS = os.environ.get("LADDER_HOVERNET_WEIGHTS", "")
 # auto | nucleus-model | hovernet | classical (analysis/segmenters.py)
 LADDER_SEGMENTER = os.environ.get("LADDER_SEGMENTER", "auto")
@@ -240,6 +242,11 @@ CSRF_COOKIE_SAMESITE = "Lax"
 # Failed logins per username+address before a lock-out, and its length.
 LADDER_LOGIN_MAX_FAILURES = int(os.environ.get("LADDER_LOGIN_MAX_FAILURES", "5"))
 LADDER_LOGIN_LOCKOUT_SECONDS = int(os.environ.get("LADDER_LOGIN_LOCKOUT_SECONDS", "300"))
+# The throttle is the first backend, so every login form (ours, /admin/login/) goes through it.
+AUTHENTICATION_BACKENDS = [
+    "viewer.accounts.backends.LoginThrottleBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

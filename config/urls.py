@@ -3,11 +3,12 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from viewer.accounts.views import ThrottledLoginView
+from viewer.accounts.views import ThrottledLoginView, admin_login
 
 urlpatterns = [
     path("accounts/login/", ThrottledLoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/login/", admin_login),  # the admin's page behind the same login throttle
     path("admin/", admin.site.urls),
     path("api/", include("viewer.api.urls")),
     path("", include("viewer.overlays.urls")),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 import time
@@ -9,8 +10,37 @@ import time
 from django.db import close_old_connections
 
 from analysis.jobs.runner import job_claim, job_execute, jobs_reap_stale, worker_name
+from analysis.jobs.sweep import SWEEP_EVERY_S, sweep_orphans_safely
 
 logger = logging.getLogger(__name__)
+
+
+def embedded_worker_lock(*, wait_message=None, poll_seconds: float = 1.0):
+    """Hold the data folder's embedded-worker lock (an flock, released by the kernel when the
+    process dies, however it dies); wait while another process holds it. -> the open lock file,
+    to be kept for the life of the process. A restarted `serve` thus never runs a second worker
+    beside one that outlived the previous server."""
+    import fcntl
+
+    from django.conf import settings
+
+    path = os.path.join(settings.LADDER_DATA_DIR, "embedded-worker.lock")
+    handle = open(path, "a+")
+    told = False
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if not told and wait_message:
+                wait_message()
+            told = True
+            time.sleep(poll_seconds)
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
 
 
 def worker_loop(*, poll_seconds: float = 0.5, stop: threading.Event | None = None, once: bool = False) -> int:
@@ -22,12 +52,16 @@ def worker_loop(*, poll_seconds: float = 0.5, stop: threading.Event | None = Non
     name = worker_name()
     ran = 0
     last_reap = 0.0
+    last_sweep = -SWEEP_EVERY_S  # at start-up first: what a killed worker or server left
     logger.info("embedded worker %s started", name)
     while not stop.is_set():
         try:
             if time.monotonic() - last_reap > 5:
                 jobs_reap_stale()
                 last_reap = time.monotonic()
+            if time.monotonic() - last_sweep > SWEEP_EVERY_S:
+                sweep_orphans_safely()
+                last_sweep = time.monotonic()
             job = job_claim(worker=name)
             if job is None:
                 if once:

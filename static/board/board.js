@@ -72,8 +72,10 @@ function connect() {
     onMessage(message);
   });
   socket.addEventListener('close', (event) => {
-    setStatus(event.code === 4401 ? 'Logged out' : event.code === 4404 ? 'No such session' : 'Reconnecting…', false);
-    if (event.code === 4401 || event.code === 4404 || board.navigating) return;
+    // 4409: the presenter ended the session; it is read-only now (viewer/board/consumers.py)
+    const final = { 4401: 'Logged out', 4404: 'No such session', 4409: 'This board has ended (read-only)' };
+    setStatus(final[event.code] || 'Reconnecting…', false);
+    if (final[event.code] || board.navigating) return;
     setTimeout(connect, 1500);
   });
 }

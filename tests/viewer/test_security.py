@@ -1,6 +1,8 @@
 """CSRF, uploads, traversal on pixel URLs, security headers."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from django.test import Client
 from django.urls import reverse
@@ -80,3 +82,28 @@ def test_security_headers(client_for, pathologist, case):
     assert response["X-Frame-Options"] == "DENY"
     assert response["X-Content-Type-Options"] == "nosniff"
     assert response["Referrer-Policy"] == "same-origin"
+
+
+@pytest.mark.django_db
+def test_long_multibyte_upload_name_is_stored_under_a_short_name(client_for, pathologist, case, shared_file, settings):
+    """Issue 15, defect 7: a 200-character multi-byte name (600 bytes in UTF-8) used to give 500
+    (ENAMETOOLONG) and leave an empty folder; the name is now data, the file has a short name."""
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    name = "Präparat-" + "ü" * 187 + ".svs"
+    assert len(name) >= 200 and len(name.encode()) > 255
+    data = shared_file("slides/CMU-1-Small-Region.svs").read_bytes()
+    client = client_for(pathologist)
+    response = client.post("/api/slides/", {"case": case.pk, "stain": "he",
+                                            "file": SimpleUploadedFile(name, data)})
+    assert response.status_code == 201, response.content
+    slide = Slide.objects.get()
+    assert slide.name == name
+    stored = Path(slide.file_path)
+    assert stored.name == "slide.svs" and stored.parent.parent == settings.LADDER_UPLOAD_DIR / "uploads"
+    # a refused upload with such a name: a 400 naming it, and no folder left behind
+    before = set((settings.LADDER_UPLOAD_DIR / "uploads").iterdir())
+    response = client.post("/api/slides/", {"case": case.pk, "stain": "he",
+                                            "file": SimpleUploadedFile("ü" * 200 + ".svs", b"not a slide" * 50)})
+    assert response.status_code == 400 and "ü" * 200 in response.json()["detail"]
+    assert set((settings.LADDER_UPLOAD_DIR / "uploads").iterdir()) == before

@@ -1,49 +1,33 @@
-"""Login with throttling: after N failures per user name and address, a lock-out."""
+"""Login pages. The throttle itself is an authentication backend (viewer.accounts.backends), so it
+also guards /admin/login/; these views only turn its refusal into a 429 with a message."""
 from __future__ import annotations
 
-from django.conf import settings
+from django.contrib import admin
 from django.contrib.auth.views import LoginView
-from django.core.cache import cache
+
+from viewer.accounts.throttle import LOCKED_MESSAGE, login_was_throttled
 
 
-def _failures(key: str) -> int:
-    try:
-        return cache.get(key, 0)
-    except Exception:  # cache down: do not lock everyone out, and do not crash the login page
-        return 0
-
-
-def _throttle_key(request) -> str:
-    username = (request.POST.get("username") or "").strip().lower()
-    address = request.META.get("REMOTE_ADDR", "")
-    return f"login-failures:{username}:{address}"
+def _locked(response, form):
+    """`response` (a TemplateResponse showing `form`) as a 429 that says why."""
+    form.errors.clear()
+    form.add_error(None, LOCKED_MESSAGE)
+    response.status_code = 429
+    return response
 
 
 class ThrottledLoginView(LoginView):
     template_name = "registration/login.html"
     redirect_authenticated_user = True
 
-    def post(self, request, *args, **kwargs):
-        if _failures(_throttle_key(request)) >= settings.LADDER_LOGIN_MAX_FAILURES:
-            form = self.get_form()
-            form.errors.clear()
-            form.add_error(None, "Too many failed attempts. Wait a few minutes before trying again.")
-            response = self.render_to_response(self.get_context_data(form=form))
-            response.status_code = 429
-            return response
-        return super().post(request, *args, **kwargs)
-
     def form_invalid(self, form):
-        key = _throttle_key(self.request)
-        try:
-            cache.set(key, _failures(key) + 1, timeout=settings.LADDER_LOGIN_LOCKOUT_SECONDS)
-        except Exception:
-            pass  # cache down: the failure is not counted
-        return super().form_invalid(form)
+        response = super().form_invalid(form)
+        return _locked(response, form) if login_was_throttled(self.request) else response
 
-    def form_valid(self, form):
-        try:
-            cache.delete(_throttle_key(self.request))
-        except Exception:
-            pass
-        return super().form_valid(form)
+
+def admin_login(request, extra_context=None):
+    """/admin/login/: the admin's own page, with the same throttle's 429."""
+    response = admin.site.login(request, extra_context)
+    if login_was_throttled(request) and getattr(response, "context_data", None) and "form" in response.context_data:
+        return _locked(response, response.context_data["form"])
+    return response

@@ -145,6 +145,8 @@ class BoardSnapshotView(APIView):
 
     def post(self, request, pk: int):
         session = get_object_or_404(BoardSession, pk=pk)
+        if session.ended_at is not None:
+            return _bad(services.ENDED_MESSAGE, status.HTTP_409_CONFLICT)
         data = SnapshotInput(data=request.data)
         data.is_valid(raise_exception=True)
         values = dict(data.validated_data)
@@ -153,6 +155,8 @@ class BoardSnapshotView(APIView):
             return _bad("Unknown slide.", status.HTTP_404_NOT_FOUND)
         try:
             record = services.board_snapshot_create(session=session, user=request.user, slide=slide, **values)
+        except services.BoardEndedError as exc:
+            return _bad(str(exc), status.HTTP_409_CONFLICT)
         except services.BoardError as exc:
             return _bad(str(exc))
         return Response(record_data(record), status=status.HTTP_201_CREATED)
@@ -167,6 +171,8 @@ class BoardSummaryView(APIView):
 
     def post(self, request, pk: int):
         session = get_object_or_404(BoardSession, pk=pk)
+        if session.ended_at is not None:
+            return _bad(services.ENDED_MESSAGE, status.HTTP_409_CONFLICT)
         data = SummaryInput(data=request.data)
         data.is_valid(raise_exception=True)
         case = Case.objects.filter(pk=data.validated_data["case"]).first()
@@ -174,6 +180,8 @@ class BoardSummaryView(APIView):
             return _bad("Unknown case.", status.HTTP_404_NOT_FOUND)
         try:
             record = services.board_summary_create(session=session, user=request.user, case=case)
+        except services.BoardEndedError as exc:
+            return _bad(str(exc), status.HTTP_409_CONFLICT)
         except services.BoardError as exc:
             return _bad(str(exc))
         return Response(record_data(record), status=status.HTTP_201_CREATED)

@@ -10,6 +10,11 @@ Server -> client:
     {"type": "handover", "driver", "driver_name", "by"}  to everyone
     {"type": "participants", "participants": [...]}      someone joined
     {"type": "error", "code", "error"}                   to the sender only
+    {"type": "ended", "error"}                           the session ended; then close code 4409
+
+Close codes: 4401 not logged in, 4404 no such session, 4409 the session has ended (read-only;
+static/board/board.js says so and does not reconnect). Frames are always strict JSON: a state
+with NaN or Infinity is refused (bad_state), and nothing is sent with allow_nan.
 
 The latest state lives in the cache (Redis in scale-out, shared by all web processes) and,
 throttled, in the session row; the group fan-out goes through the channel layer.
@@ -24,16 +29,18 @@ import time
 from channels.db import database_sync_to_async
 
 from viewer.board.models import BoardSession
-from viewer.board.selectors import board_group_name, board_latest_state, board_participants
-from viewer.board.services import BoardError, BoardPermissionError, board_handover, board_join, board_state_store
+from viewer.board.selectors import (board_channel_layer_alias, board_group_name, board_latest_state,
+                                    board_participants)
+from viewer.board.services import (ENDED_MESSAGE, MAX_STATE_BYTES, BoardEndedError, BoardError,  # noqa: F401
+                                   BoardPermissionError, board_handover, board_join, board_state_encode,
+                                   board_state_store)
 from viewer.consumers import LoginRequiredConsumer
 
 logger = logging.getLogger(__name__)
 
-MAX_STATE_BYTES = 32 * 1024
 PERSIST_EVERY_S = 1.0
 NOT_FOUND_CLOSE_CODE = 4404
-BOARD_CHANNEL_LAYER = "board"
+ENDED_CLOSE_CODE = 4409
 
 
 class BoardConsumer(LoginRequiredConsumer):
@@ -41,9 +48,7 @@ class BoardConsumer(LoginRequiredConsumer):
     def channel_layer_alias(self) -> str:
         """A "board" channel layer when the settings define one (e.g. channels_redis' pub/sub layer,
         see docs/board.md), else the default layer."""
-        from django.conf import settings
-
-        return BOARD_CHANNEL_LAYER if BOARD_CHANNEL_LAYER in getattr(settings, "CHANNEL_LAYERS", {}) else "default"
+        return board_channel_layer_alias()
 
     async def on_connect(self):
         self.user = self.scope["user"]
@@ -51,6 +56,11 @@ class BoardConsumer(LoginRequiredConsumer):
         info = await self._load()
         if info is None:
             await self.close(code=NOT_FOUND_CLOSE_CODE)
+            return
+        if info.get("ended"):  # accepted first, so that the page sees the code and can explain it
+            await self.accept()
+            await self.send_json({"type": "ended", "error": ENDED_MESSAGE})
+            await self.close(code=ENDED_CLOSE_CODE)
             return
         self.session_key = info["key"]
         self.presenter_id = info["presenter"]
@@ -98,6 +108,10 @@ class BoardConsumer(LoginRequiredConsumer):
         else:
             await self._error("bad_message", "Unknown message type.")
 
+    @classmethod
+    async def encode_json(cls, content):
+        return json.dumps(content, allow_nan=False)  # strict JSON: browsers' JSON.parse rejects NaN
+
     async def decode_json(self, text_data):
         try:
             return json.loads(text_data)
@@ -108,12 +122,10 @@ class BoardConsumer(LoginRequiredConsumer):
         if self.user.pk != self.driver_id and not await self._is_driver():
             await self._error("not_driver", "Only the driver steers the board; you are following.")
             return
-        if not isinstance(state, dict):
-            await self._error("bad_state", "state must be an object.")
-            return
-        encoded = json.dumps(state, separators=(",", ":"))
-        if len(encoded) > MAX_STATE_BYTES:
-            await self._error("bad_state", f"state is larger than {MAX_STATE_BYTES} bytes.")
+        try:
+            board_state_encode(state)
+        except BoardError as exc:
+            await self._error("bad_state", str(exc))
             return
         case = state.get("case")
         if case is not None and case not in self.playlist:
@@ -178,6 +190,12 @@ class BoardConsumer(LoginRequiredConsumer):
         await self.send_json({"type": "handover", "driver": event["driver"], "driver_name": event["driver_name"],
                               "by": event["by"]})
 
+    async def board_ended(self, event):
+        """The presenter ended the session (viewer.board.services.board_end): read-only from now."""
+        self._pending = self._dirty = None
+        await self.send_json({"type": "ended", "error": ENDED_MESSAGE})
+        await self.close(code=ENDED_CLOSE_CODE)
+
     async def board_participants(self, event):
         await self.send_json({"type": "participants", "participants": event["participants"]})
 
@@ -188,6 +206,8 @@ class BoardConsumer(LoginRequiredConsumer):
         session = BoardSession.objects.select_related("driver").filter(pk=self.session_pk).first()
         if session is None:
             return None
+        if session.ended_at is not None:
+            return {"ended": True}
         board_join(session=session, user=self.user)
         latest = board_latest_state(session)
         return {"key": session.key, "presenter": session.presenter_id, "driver": session.driver_id,
@@ -207,6 +227,8 @@ class BoardConsumer(LoginRequiredConsumer):
 
     @database_sync_to_async
     def _store(self, state: dict, seq: int, *, persist: bool) -> None:
+        if persist and BoardSession.objects.filter(pk=self.session_pk, ended_at__isnull=False).exists():
+            return  # ended meanwhile: nothing more is stored
         board_state_store(session_id=self.session_pk, session_key=self.session_key, state=state, seq=seq,
                           persist=persist)
 

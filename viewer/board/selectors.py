@@ -1,6 +1,9 @@
 """Reads of tumour-board sessions."""
 from __future__ import annotations
 
+import json
+
+from django.conf import settings
 from django.core.cache import cache
 from django.db.models import QuerySet
 from django.urls import reverse
@@ -9,6 +12,23 @@ from viewer.board.models import BoardRecord, BoardSession
 from cases.models import Case
 
 STATE_CACHE_TIMEOUT = 7 * 24 * 3600
+BOARD_CHANNEL_LAYER = "board"
+
+
+def board_channel_layer_alias() -> str:
+    """A "board" channel layer when the settings define one (e.g. channels_redis' pub/sub layer,
+    see docs/board.md), else the default layer."""
+    return BOARD_CHANNEL_LAYER if BOARD_CHANNEL_LAYER in getattr(settings, "CHANNEL_LAYERS", {}) else "default"
+
+
+def _finite(state) -> bool:
+    """Only a state that serialises as strict JSON is handed out (one stored before non-finite
+    numbers were refused is ignored rather than failing every reader)."""
+    try:
+        json.dumps(state, allow_nan=False)
+    except (ValueError, TypeError):
+        return False
+    return True
 
 
 def board_state_cache_key(session_key: str) -> str:
@@ -36,10 +56,11 @@ def board_playlist(session: BoardSession) -> list[Case]:
 
 def board_latest_state(session: BoardSession) -> dict | None:
     """{"state", "seq"}: the cache first (shared by all web processes with Redis), then the DB row."""
-    cached = cache.get(board_state_cache_key(session.key))
-    if cached is not None and cached.get("seq", 0) >= session.state_seq:
+    # An ended session is read-only: only its row counts (a socket may have cached a state late).
+    cached = None if session.ended_at else cache.get(board_state_cache_key(session.key))
+    if cached is not None and cached.get("seq", 0) >= session.state_seq and _finite(cached.get("state")):
         return cached
-    if session.state is None:
+    if session.state is None or not _finite(session.state):
         return None
     return {"state": session.state, "seq": session.state_seq}
 

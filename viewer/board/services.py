@@ -1,6 +1,7 @@
 """Writes of tumour-board sessions: create, join, driver state, handover, board record files."""
 from __future__ import annotations
 
+import json
 import logging
 import math
 from pathlib import Path
@@ -33,6 +34,36 @@ class BoardError(ValueError):
 
 class BoardPermissionError(PermissionError):
     pass
+
+
+class BoardEndedError(BoardError):
+    """The session has ended: its record and state are read-only (HTTP 409, websocket 4409)."""
+
+
+ENDED_MESSAGE = "This tumour board has ended; its record is read-only."
+MAX_STATE_BYTES = 32 * 1024
+
+
+def board_ensure_open(session: BoardSession) -> None:
+    if session.ended_at is not None:
+        raise BoardEndedError(ENDED_MESSAGE)
+
+
+def board_state_encode(state) -> str:
+    """The driver's state as compact JSON, or BoardError: an object, at most MAX_STATE_BYTES, and
+    finite numbers only (a NaN would reach late joiners as a bare `NaN`, which JSON.parse rejects,
+    and make the board API fail while it is cached)."""
+    if not isinstance(state, dict):
+        raise BoardError("state must be an object.")
+    try:
+        encoded = json.dumps(state, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        raise BoardError("state must contain only finite numbers (no NaN or Infinity).") from None
+    except (TypeError, RecursionError):
+        raise BoardError("state must be plain JSON.") from None
+    if len(encoded) > MAX_STATE_BYTES:
+        raise BoardError(f"state is larger than {MAX_STATE_BYTES} bytes.")
+    return encoded
 
 
 def user_can_present(user) -> bool:
@@ -76,16 +107,19 @@ def board_join(*, session: BoardSession, user) -> BoardParticipant:
 
 def board_state_store(*, session_id: int, session_key: str, state: dict, seq: int, persist: bool) -> None:
     """Keep the latest state for late joiners: always in the cache (Redis in scale-out, so every
-    web process sees it), and in the session row when `persist` (throttled by the consumer)."""
+    web process sees it), and in the session row when `persist` (throttled by the consumer).
+    Refused (BoardError) for a non-finite or oversized state; an ended session's row is never written."""
+    board_state_encode(state)
     cache.set(board_state_cache_key(session_key), {"state": state, "seq": seq}, STATE_CACHE_TIMEOUT)
     if persist:
-        BoardSession.objects.filter(pk=session_id, state_seq__lte=seq).update(
+        BoardSession.objects.filter(pk=session_id, state_seq__lte=seq, ended_at__isnull=True).update(
             state=state, state_seq=seq, state_at=timezone.now())
 
 
 def board_handover(*, session: BoardSession, by, to_user_id) -> "settings.AUTH_USER_MODEL":
     """The driver (or the presenter, taking it back) hands the controls to another user."""
     session.refresh_from_db(fields=["driver", "ended_at"])
+    board_ensure_open(session)
     if by.pk not in (session.driver_id, session.presenter_id):
         raise BoardPermissionError("Only the driver or the presenter can hand over.")
     try:
@@ -104,9 +138,27 @@ def board_handover(*, session: BoardSession, by, to_user_id) -> "settings.AUTH_U
 def board_end(*, session: BoardSession, user) -> None:
     if user.pk != session.presenter_id and not user_has_role(user, Role.ADMIN):
         raise BoardPermissionError("Only the presenter or an admin can end the session.")
+    if session.ended_at is not None:
+        return
     session.ended_at = timezone.now()
     session.save(update_fields=["ended_at"])
+    cache.delete(board_state_cache_key(session.key))  # the row keeps the last state; nothing newer is taken
     audit_record(user=user, action="board.end", detail={"session": session.pk})
+    transaction.on_commit(lambda: _close_sockets(session.key))
+
+
+def _close_sockets(session_key: str) -> None:
+    """Tell the session's open websockets (viewer.board.consumers) to close with code 4409."""
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    from viewer.board.selectors import board_channel_layer_alias, board_group_name
+
+    try:
+        async_to_sync(get_channel_layer(board_channel_layer_alias()).group_send)(
+            board_group_name(session_key), {"type": "board.ended"})
+    except Exception:  # noqa: BLE001 - the sockets' own writes are refused anyway
+        logger.exception("board %s: could not tell the open websockets that it ended", session_key)
 
 
 # --- board record files --------------------------------------------------------------------
@@ -148,6 +200,7 @@ def board_snapshot_create(*, session: BoardSession, user, slide: Slide, x: float
 
     if not user_can_record(user):
         raise BoardPermissionError("Your account has no role that may add to the board record.")
+    board_ensure_open(session)
     _session_case(session, slide.case)
     if slide.status != SlideStatus.READY:
         raise BoardError("The slide is not ready.")
@@ -232,6 +285,7 @@ def board_summary_create(*, session: BoardSession, user, case: Case) -> BoardRec
 
     if not user_can_record(user):
         raise BoardPermissionError("Your account has no role that may add to the board record.")
+    board_ensure_open(session)
     _session_case(session, case)
     rows = [("Case", f"{case.case_id}{' (synthetic demo, not a patient)' if case.is_demo else ''}"),
             ("Age", case.age or "-"),

@@ -11,7 +11,7 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 
 from analysis.services import JobStateError, analysis_enqueue
-from cases.models import Case, Slide
+from cases.models import Case, Slide, SlideStatus
 from viewer.cases import selectors
 from viewer.api.permissions import CanEditCasesOrReadOnly
 from viewer.cases.serializers import (
@@ -68,7 +68,7 @@ class SlideViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
             slides = slides.filter(case_id=self.request.query_params["case"])
         return slides
 
-    @extend_schema(request=SlideImportSerializer, responses={201: SlideSerializer})
+    @extend_schema(request=SlideImportSerializer, responses={201: SlideSerializer, 202: SlideSerializer})
     def create(self, request):
         """Import a slide into a case: JSON {case, stain, path} or multipart {case, stain, file}."""
         form = SlideImportSerializer(data=request.data)
@@ -79,10 +79,14 @@ class SlideViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
                 slide = slide_upload(case=data["case"], stain=data["stain"], uploaded_file=data["file"],
                                      user=request.user)
             else:
-                slide = slide_import(case=data["case"], stain=data["stain"], path=data["path"], user=request.user)
+                slide = slide_import(case=data["case"], stain=data["stain"], path=data["path"], user=request.user,
+                                     defer_conversion=True)
         except SlideImportError as exc:
             raise ValidationError({"detail": str(exc)}) from exc
-        return Response(SlideSerializer(slide).data, status=status.HTTP_201_CREATED)
+        # 202: a plain image is being converted by a job (status "converting"; see /api/jobs/?slide=)
+        accepted = slide.status == SlideStatus.CONVERTING
+        return Response(SlideSerializer(slide).data,
+                        status=status.HTTP_202_ACCEPTED if accepted else status.HTTP_201_CREATED)
 
     @extend_schema(request=None, responses={201: JobSerializer})
     @action(detail=True, methods=["post"])

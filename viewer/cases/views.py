@@ -9,7 +9,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from analysis.models import JobStatus
 from viewer.cases import selectors
-from cases.models import Case, CaseStatus, Her2Score, Slide, Stain
+from cases.models import Case, CaseStatus, Her2Score, Slide, SlideStatus, Stain
 from cases.roles import user_can_edit_cases
 from viewer.cases.services.slides import SlideImportError, slide_set_mpp, slide_upload
 from analysis.services import JobStateError, analysis_enqueue
@@ -58,7 +58,11 @@ def slide_upload_view(request, case_id: str):
     else:
         try:
             slide = slide_upload(case=case, stain=stain, uploaded_file=uploaded, user=request.user)
-            messages.success(request, f"Imported {slide.name} ({slide.width:,} × {slide.height:,} px).")
+            if slide.status == SlideStatus.CONVERTING:
+                messages.success(request, f"Uploaded {slide.name}; it is being converted to a tiled pyramid "
+                                          "(see its job below).")
+            else:
+                messages.success(request, f"Imported {slide.name} ({slide.width:,} × {slide.height:,} px).")
         except SlideImportError as exc:
             messages.error(request, f"Import failed: {exc}")
     return redirect("case-detail", case_id=case.case_id)

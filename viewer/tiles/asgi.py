@@ -9,6 +9,7 @@ required, ETag / If-None-Match, private caching.
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,8 @@ from django.conf import settings
 from django.db import close_old_connections
 
 from viewer.tiles import services as tiles
+
+logger = logging.getLogger(__name__)
 
 TILE_PATH = re.compile(
     r"^/slides/(?P<slide>\d+)(?:(?P<dzi>\.dzi)|_files/(?P<level>\d+)/(?P<col>\d+)_(?P<row>\d+)\.jpeg"
@@ -34,7 +37,8 @@ OVERLAY_CACHE_CONTROL = "private, no-cache"
 AUTH_TTL_SECONDS = 10.0
 
 _executor: ThreadPoolExecutor | None = None
-_auth_cache: dict[str, tuple[float, bool]] = {}
+# "s:<session key>" / "t:<token>" -> (checked at, user id or None, the user's epoch then)
+_auth_cache: dict[str, tuple[float, int | None, int | None]] = {}
 
 
 def executor() -> ThreadPoolExecutor:
@@ -51,32 +55,79 @@ class _SessionOnly:
         self.session = session
 
 
+def _epoch_key(user_id: int) -> str:
+    return f"tiles-auth-epoch:{user_id}"
+
+
+def _epoch(user_id: int) -> int | None:
+    """The user's credential epoch in the shared cache (Redis in scale-out: every web process sees a
+    bump at once); None when the cache cannot say, which forces a check in the database."""
+    from django.core.cache import cache
+
+    try:
+        return cache.get(_epoch_key(user_id), 0)
+    except Exception:  # noqa: BLE001 - an accelerator that may fail: check the database instead
+        return None
+
+
 def credentials_valid(*, session_key: str | None, token: str | None) -> bool:
-    """Is there a logged-in, active user behind this session cookie or API token? Cached briefly."""
+    """Is there a logged-in, active user behind this session cookie or API token?
+
+    A positive answer is cached for AUTH_TTL_SECONDS, but only while the user's credential epoch is
+    unchanged: logging out, a password change, deactivation or removal bump it
+    (credentials_forget_user, from viewer.accounts.signals), so tile access ends at once."""
     cache_key = f"s:{session_key}" if session_key else f"t:{token}"
     if not (session_key or token):
         return False
     now = time.monotonic()
     hit = _auth_cache.get(cache_key)
     if hit and now - hit[0] < AUTH_TTL_SECONDS:
-        return hit[1]
+        checked_at, user_id, epoch = hit
+        if user_id is None:
+            return False
+        if epoch is not None and _epoch(user_id) == epoch:
+            return True
+    user_id = None
     try:
         if session_key:
             from django.contrib.auth import get_user
 
             store = import_module(settings.SESSION_ENGINE).SessionStore(session_key)
             user = get_user(_SessionOnly(store))
-            valid = bool(user.is_authenticated and user.is_active)
+            if user.is_authenticated and user.is_active:
+                user_id = user.pk
         else:
             from rest_framework.authtoken.models import Token
 
-            valid = Token.objects.filter(key=token, user__is_active=True).exists()
+            user_id = Token.objects.filter(key=token, user__is_active=True).values_list("user_id", flat=True).first()
     finally:
         close_old_connections()
+    # The epoch is read after the check: a bump during the check makes the next request check again.
+    epoch = _epoch(user_id) if user_id is not None else None
     if len(_auth_cache) > 10_000:
         _auth_cache.clear()
-    _auth_cache[cache_key] = (now, valid)
-    return valid
+    _auth_cache[cache_key] = (now, user_id, epoch)
+    return user_id is not None
+
+
+def credentials_forget_user(user_id: int | None, *, session_key: str | None = None) -> None:
+    """End the cached tile access of a user (and of one session) in every web process at once."""
+    if session_key:
+        _auth_cache.pop(f"s:{session_key}", None)
+    if user_id is None:
+        return
+    for key, entry in list(_auth_cache.items()):
+        if entry[1] == user_id:
+            _auth_cache.pop(key, None)
+    from django.core.cache import cache
+
+    try:
+        cache.add(_epoch_key(user_id), 0, timeout=24 * 3600)
+        cache.incr(_epoch_key(user_id))
+    except ValueError:
+        cache.set(_epoch_key(user_id), 1, timeout=24 * 3600)
+    except Exception:  # noqa: BLE001 - other processes then keep their entry for at most AUTH_TTL_SECONDS
+        logger.warning("tile auth cache: could not bump the epoch of user %s", user_id, exc_info=True)
 
 
 def forget_credentials() -> None:

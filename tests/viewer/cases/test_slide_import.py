@@ -97,3 +97,43 @@ def test_import_command(db, shared_file, capsys):
     with pytest.raises(CommandError, match="1 of 1"):
         call_command("import_slides", "--case", "CMD-1", "--stain", "he", str(shared_file("bad/broken.svs")))
     assert Slide.objects.count() == 1
+
+
+def test_paths_outside_roots_all_get_the_same_answer(case, tmp_path):
+    """Issue 15, defect 10: no file-existence oracle outside the roots (a file, a missing file, a
+    folder, an unreadable file, a '..' escape, a symlink in a root to a missing file outside)."""
+    inside_root = settings.LADDER_UPLOAD_DIR
+    inside_root.mkdir(parents=True, exist_ok=True)
+    link = inside_root / "dangling.svs"
+    link.unlink(missing_ok=True)
+    os.symlink(tmp_path / "nonexistent-xyz", link)
+    answers = set()
+    try:
+        for path in ["/etc/shadow", "/etc/nonexistent-xyz", "/root", "/etc", str(tmp_path),
+                     str(inside_root) + "/../../../../../../../etc/passwd", link]:
+            with pytest.raises(SlideImportError) as refused:
+                slide_import(case=case, stain="he", path=path)
+            answers.add(str(refused.value).split(": ", 1)[1])
+    finally:
+        link.unlink()
+    assert len(answers) == 1 and "outside the configured slide folders" in answers.pop()
+
+
+def test_paths_inside_roots_say_what_is_wrong(case):
+    root = settings.LADDER_UPLOAD_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    with pytest.raises(SlideImportError, match="no such file"):
+        slide_import(case=case, stain="he", path=root / "nothing-here.svs")
+    with pytest.raises(SlideImportError, match="not a file"):
+        slide_import(case=case, stain="he", path=root)
+
+
+def test_api_answers_the_same_for_every_outside_path(client_for, pathologist, case):
+    client = client_for(pathologist)
+    bodies = []
+    for path in ["/etc/shadow", "/etc/nonexistent-xyz", "/root"]:
+        response = client.post("/api/slides/", {"case": case.pk, "stain": "he", "path": path},
+                               content_type="application/json")
+        assert response.status_code == 400, response.content
+        bodies.append(response.content.decode().replace(path, "<path>"))
+    assert len(set(bodies)) == 1 and "outside the configured slide folders" in bodies[0]

@@ -10,13 +10,20 @@ from pathlib import Path
 from django.conf import settings
 from django.db import transaction
 
+from analysis.conversion import convert_plain_image, converted_path
 from analysis.core.slides.reader import SlideError, UnsupportedSlideError, file_checksum, read_slide_metadata
+from analysis.models import JobKind
+from analysis.services import job_enqueue
 from cases.models import Case, MppSource, Slide, SlideAlignment, SlideStatus, Stain
 from cases.audit import audit_record
 
 logger = logging.getLogger(__name__)
 
 PLAIN_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff"}
+
+
+class _Deferred(Exception):
+    """A plain image whose conversion goes to a job."""
 
 
 class SlideImportError(ValueError):
@@ -27,43 +34,71 @@ def slide_roots() -> list[Path]:
     return [Path(root) for root in settings.LADDER_SLIDE_ROOTS]
 
 
+def _inside_roots(path: Path) -> bool:
+    return any(path.is_relative_to(root) for root in slide_roots())
+
+
 def slide_path_resolve(path: str | os.PathLike) -> Path:
-    """Resolve `path` (symlinks and '..' included) and require it inside a configured root."""
+    """Resolve `path` (symlinks and '..' included) and require it inside a configured root.
+
+    The root is checked before anything about the file is looked at, and again after symlinks are
+    followed, so every path outside the roots gets the same answer whether it exists, is a folder
+    or is unreadable (no file-existence oracle)."""
     raw = Path(path).expanduser()
-    try:
-        resolved = raw.resolve(strict=True)
-    except (FileNotFoundError, RuntimeError):
-        raise SlideImportError(f"{raw}: no such file") from None
-    if not resolved.is_file():
-        raise SlideImportError(f"{raw}: not a file")
-    for root in slide_roots():
-        if resolved.is_relative_to(root):
-            return resolved
-    raise SlideImportError(
+    outside = SlideImportError(
         f"{raw}: outside the configured slide folders (LADDER_SLIDE_ROOTS); "
         "ask an admin to add its folder, or upload the file"
     )
+    lexical = Path(os.path.normpath(os.path.abspath(raw)))  # no filesystem access: '..' removed by text
+    if not _inside_roots(lexical):
+        raise outside
+    try:
+        resolved = raw.resolve(strict=False)  # symlinks followed, existence not required
+    except (OSError, RuntimeError):
+        raise outside from None
+    if not _inside_roots(resolved):
+        raise outside
+    if not resolved.exists():
+        raise SlideImportError(f"{raw}: no such file")
+    if not resolved.is_file():
+        raise SlideImportError(f"{raw}: not a file")
+    return resolved
 
 
 def _converted_path(checksum: str) -> Path:
-    return settings.LADDER_UPLOAD_DIR / "converted" / f"{checksum}.tiff"
+    return converted_path(checksum)
 
 
 def _convert_plain_image(source: Path, checksum: str) -> Path:
-    from analysis.core.slides.convert import convert_to_pyramidal_tiff
-
-    target = _converted_path(checksum)
-    if not target.exists():  # converted once, shared by every slide with these bytes
-        target.parent.mkdir(parents=True, exist_ok=True)
-        convert_to_pyramidal_tiff(src=source, dst=target)
-    return target
+    return convert_plain_image(source, checksum)
 
 
-def slide_import(*, case: Case, stain: str, path: str | os.PathLike, user=None, name: str | None = None) -> Slide:
+def _slide_queue_conversion(*, case, stain, source: Path, checksum: str, user, name) -> Slide:
+    """The slide row (status converting) and its conversion job; the request returns at once."""
+    from analysis.core.slides.convert import sniff_image_format
+
+    if sniff_image_format(path=source) is None:
+        raise SlideImportError(f"{source.name}: not a JPEG, PNG or TIFF image (damaged or truncated?)")
+    with transaction.atomic():
+        slide = Slide.objects.create(
+            case=case, stain=stain, name=name or source.name, source_path=str(source),
+            file_path=str(converted_path(checksum)), checksum=checksum, converted=True,
+            status=SlideStatus.CONVERTING,
+            imported_by=user if getattr(user, "is_authenticated", False) else None)
+        audit_record(user=user, action="slide.import", case=case, slide=slide,
+                     detail={"source": str(source), "checksum": checksum, "converted": "queued"})
+        job_enqueue(kind=JobKind.CONVERT_SLIDE, slide=slide, user=user, max_attempts=1)
+    return slide
+
+
+def slide_import(*, case: Case, stain: str, path: str | os.PathLike, user=None, name: str | None = None,
+                 defer_conversion: bool = False) -> Slide:
     """Import one slide file into a case: checks, metadata, conversion of plain images.
 
     Either the slide is created ready to view, or SlideImportError is raised and nothing
-    is left behind (no row, no converted file).
+    is left behind (no row, no converted file). With `defer_conversion` (web requests), a plain
+    image not converted before is created with status "converting" and a conversion job
+    (analysis.conversion): the request never decodes the image.
     """
     if stain not in Stain.values:
         raise SlideImportError(f"unknown stain '{stain}': use one of {', '.join(Stain.values)}")
@@ -72,7 +107,7 @@ def slide_import(*, case: Case, stain: str, path: str | os.PathLike, user=None, 
     duplicate = case.slides.filter(checksum=checksum).first()
     if duplicate:
         raise SlideImportError(f"{source.name}: already imported in case {case.case_id} as slide #{duplicate.pk}")
-    converted = False
+    converted = deferred = False
     try:
         served = source
         try:
@@ -80,13 +115,21 @@ def slide_import(*, case: Case, stain: str, path: str | os.PathLike, user=None, 
         except UnsupportedSlideError:
             if source.suffix.lower() not in PLAIN_IMAGE_SUFFIXES:
                 raise
+            if defer_conversion and not _converted_path(checksum).exists():
+                deferred = True
+                raise _Deferred()
             served = _convert_plain_image(source, checksum)
             converted = True
             metadata = read_slide_metadata(served)
+    except _Deferred:
+        pass
     except (SlideError, ValueError, OSError) as exc:
         if converted or _converted_path(checksum).exists():
             _converted_path(checksum).unlink(missing_ok=True)
         raise SlideImportError(str(exc)) from exc
+    if deferred:
+        return _slide_queue_conversion(case=case, stain=stain, source=source, checksum=checksum, user=user,
+                                       name=name)
     # Slow work (checksum, conversion) is done; the database writes are short and all-or-nothing.
     with transaction.atomic():
         return _slide_create(case=case, stain=stain, source=source, served=served, checksum=checksum,
@@ -122,21 +165,43 @@ def _slide_create(*, case, stain, source, served, checksum, metadata, converted,
     return slide
 
 
-def slide_upload(*, case: Case, stain: str, uploaded_file, user=None) -> Slide:
-    """Store an uploaded file under the upload folder, then import it like a path."""
+def _upload_names(original: str) -> tuple[str, str]:
+    """(name kept as data, short safe file name). The file on disk is `slide<suffix>`: a client's
+    name (200 multi-byte characters gave ENAMETOOLONG, a 500) never becomes a path; the suffix
+    (ASCII letters and digits, at most 10) is kept because formats are told apart by it."""
+    base = Path(str(original).replace("\\", "/")).name
+    kept = "".join(ch for ch in base if ch.isprintable())[:255] or "upload"
+    suffix = Path(kept).suffix.lower()
+    if not (2 <= len(suffix) <= 11 and suffix[1:].isascii() and suffix[1:].isalnum()):
+        suffix = ""
+    return kept, f"slide{suffix}"
+
+
+def slide_upload(*, case: Case, stain: str, uploaded_file, user=None, defer_conversion: bool = True) -> Slide:
+    """Store an uploaded file under the upload folder (a fresh folder, a short safe name), then
+    import it like a path. On any failure the folder is removed: nothing is left behind."""
     limit = settings.LADDER_MAX_UPLOAD_MB * 1024 * 1024
+    original, short = _upload_names(uploaded_file.name or "")
     if uploaded_file.size > limit:
-        raise SlideImportError(f"{uploaded_file.name}: larger than the {settings.LADDER_MAX_UPLOAD_MB} MB upload limit")
-    safe_name = Path(uploaded_file.name).name.replace(os.sep, "_") or "upload"
+        raise SlideImportError(f"{original}: larger than the {settings.LADDER_MAX_UPLOAD_MB} MB upload limit")
     folder = settings.LADDER_UPLOAD_DIR / "uploads" / uuid.uuid4().hex
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / safe_name
-    with open(target, "wb") as handle:
-        for chunk in uploaded_file.chunks():
-            handle.write(chunk)
+    target = folder / short
     try:
-        return slide_import(case=case, stain=stain, path=target, user=user, name=safe_name)
-    except SlideImportError:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(target, "wb") as handle:
+            for chunk in uploaded_file.chunks():
+                handle.write(chunk)
+        return slide_import(case=case, stain=stain, path=target, user=user, name=original,
+                            defer_conversion=defer_conversion)
+    except SlideImportError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        message = str(exc).replace(str(target), original).replace(short, original)
+        raise SlideImportError(message) from None
+    except OSError as exc:
+        shutil.rmtree(folder, ignore_errors=True)
+        logger.exception("storing upload %r failed", original)
+        raise SlideImportError(f"{original}: the upload could not be stored ({exc.strerror or exc})") from None
+    except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -14,8 +16,30 @@ from django.core.management.base import BaseCommand
 logger = logging.getLogger(__name__)
 
 
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_parent(parent_pid: int):
+    """preexec_fn of the worker: on Linux the kernel kills it (SIGKILL) when the server dies, even
+    by SIGKILL, so it never outlives `serve`; the jobs it ran are retried by the reaper and its
+    temporary outputs swept (analysis.jobs.sweep). Elsewhere the worker's exclusive lock keeps a
+    restarted server from running a second one beside an orphan."""
+
+    def setup():
+        if sys.platform.startswith("linux"):
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if os.getppid() != parent_pid:  # the server died before prctl took effect
+                os._exit(1)
+
+    return setup
+
+
 class WorkerSupervisor:
-    """Keeps one `manage.py worker` process alive beside the server; restarts it if it dies."""
+    """Keeps one `manage.py worker` process alive beside the server; restarts it if it dies.
+    The worker dies with the server (parent-death signal) and holds the embedded-worker lock."""
 
     def __init__(self):
         self.process: subprocess.Popen | None = None
@@ -28,7 +52,8 @@ class WorkerSupervisor:
     def _run(self):
         manage = Path(settings.BASE_DIR) / "manage.py"
         while not self.stopping.is_set():
-            self.process = subprocess.Popen([sys.executable, str(manage), "worker"])
+            self.process = subprocess.Popen([sys.executable, str(manage), "worker", "--exclusive"],
+                                            preexec_fn=_die_with_parent(os.getpid()))
             code = self.process.wait()
             if self.stopping.is_set():
                 return
