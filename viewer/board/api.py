@@ -10,6 +10,7 @@ from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthentic
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from viewer.api.params import MAX_PK
 from viewer.board import selectors, services
 from viewer.board.models import BoardRecord, BoardSession
 from cases.models import Case, Slide
@@ -57,7 +58,7 @@ def session_data(session: BoardSession, *, full: bool = True) -> dict:
 
 
 class BoardCreateInput(serializers.Serializer):
-    cases = serializers.ListField(child=serializers.IntegerField(min_value=1), allow_empty=False,
+    cases = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=MAX_PK), allow_empty=False,
                                   max_length=services.MAX_PLAYLIST, help_text="Case primary keys, in order.")
     title = serializers.CharField(required=False, allow_blank=True, max_length=200)
 

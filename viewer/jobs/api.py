@@ -8,8 +8,9 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
-from analysis.models import Job
+from analysis.models import Job, JobKind, JobStatus
 from analysis.services import JobStateError, job_cancel, job_retry
+from viewer.api.params import query_choice, query_pk
 from viewer.api.permissions import CanEditCasesOrReadOnly
 from viewer.jobs.serializers import JobSerializer
 
@@ -20,10 +21,10 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
 
     def get_queryset(self):
         jobs = Job.objects.all()
-        params = self.request.query_params
-        for name in ("case", "slide", "status", "kind"):
-            if params.get(name):
-                jobs = jobs.filter(**{name: params[name]})
+        filters = {"case": query_pk(self.request, "case"), "slide": query_pk(self.request, "slide"),
+                   "status": query_choice(self.request, "status", JobStatus.values),
+                   "kind": query_choice(self.request, "kind", JobKind.values)}
+        jobs = jobs.filter(**{name: value for name, value in filters.items() if value is not None})
         return jobs.order_by("-created_at")
 
     @extend_schema(request=None, responses=JobSerializer)

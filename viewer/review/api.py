@@ -1,8 +1,6 @@
 """REST API of reviews and annotations. Thin: services write, selectors read."""
 from __future__ import annotations
 
-import json
-
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404
@@ -11,10 +9,11 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.decorators import api_view, parser_classes
 from rest_framework.exceptions import ValidationError
-from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
 from cases.models import Case, Slide
+from viewer.api.parsers import JSONRejected, StrictJSONParser, loads_strict
 from viewer.review import selectors, services
 from viewer.review.models import Annotation, Review
 from cases.roles import user_is_admin
@@ -50,9 +49,13 @@ def _feature_parts(data) -> dict:
         label = properties.get("label")
         if label is None and isinstance(properties.get("classification"), dict):
             label = properties["classification"].get("name")
-        return {"geometry": data.get("geometry"), "label": label, "comment": properties.get("comment"),
-                "shape": properties.get("shape"), "source": properties.get("source")}
-    return {k: data.get(k) for k in ("geometry", "label", "comment", "shape", "source")}
+        parts = {"geometry": data.get("geometry"), "label": label, "comment": properties.get("comment"),
+                 "shape": properties.get("shape"), "source": properties.get("source")}
+    else:
+        parts = {k: data.get(k) for k in ("geometry", "label", "comment", "shape", "source")}
+    if parts["label"] is not None and not isinstance(parts["label"], str):
+        raise ValidationError({"label": ["properties.label (or properties.classification.name) must be text."]})
+    return parts
 
 
 # --- annotations ---------------------------------------------------------------------------
@@ -94,7 +97,7 @@ def slide_annotations_geojson(request, slide_id: int):
 
 @extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
 @api_view(["POST"])
-@parser_classes([JSONParser, MultiPartParser])
+@parser_classes([StrictJSONParser, MultiPartParser])
 def slide_annotations_import(request, slide_id: int):
     """Import QuPath GeoJSON: a JSON body, or a multipart upload in the field 'file'."""
     slide = get_object_or_404(Slide.objects.select_related("case"), pk=slide_id)
@@ -103,8 +106,8 @@ def slide_annotations_import(request, slide_id: int):
         if upload.size > 50 * 1024 * 1024:
             raise ValidationError({"file": ["At most 50 MB."]})
         try:
-            data = json.loads(upload.read().decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            data = loads_strict(upload.read().decode("utf-8"))
+        except (UnicodeDecodeError, JSONRejected) as exc:
             raise ValidationError({"file": [f"Not JSON: {exc}"]})
     else:
         data = request.data
