@@ -261,6 +261,8 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # Every operation documents its 4xx answers (viewer/api/schema.py).
+    "POSTPROCESSING_HOOKS": ["drf_spectacular.hooks.postprocess_schema_enums", "viewer.api.schema.add_error_responses"],
     "ENUM_NAME_OVERRIDES": {
         "ReceptorStatusEnum": "cases.models.Status",
         "CaseStatusEnum": "cases.models.CaseStatus",

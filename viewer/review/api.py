@@ -5,7 +5,7 @@ from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.decorators import api_view, parser_classes
 from rest_framework.exceptions import ValidationError
@@ -13,6 +13,7 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
 from cases.models import Case, Slide
+from viewer.api import schema as docs
 from viewer.api.parsers import JSONRejected, StrictJSONParser, loads_strict
 from viewer.review import selectors, services
 from viewer.review.models import Annotation, Review
@@ -60,7 +61,9 @@ def _feature_parts(data) -> dict:
 
 # --- annotations ---------------------------------------------------------------------------
 
-@extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
+@extend_schema(methods=["GET"], responses=docs.AnnotationSerializer(many=True))
+@extend_schema(methods=["POST"], request={"application/json": docs.AnnotationInput},
+               responses={201: docs.AnnotationSerializer, 400: docs.ERRORS, 403: docs.ERRORS, 404: docs.ERRORS})
 @api_view(["GET", "POST"])
 def slide_annotations(request, slide_id: int):
     """GET: the slide's annotations (JSON list). POST: one GeoJSON Feature (level-0 px,
@@ -82,7 +85,8 @@ def slide_annotations(request, slide_id: int):
     return Response(selectors.annotation_json(annotation, user=request.user), status=status.HTTP_201_CREATED)
 
 
-@extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
+@extend_schema(responses={(200, "application/geo+json"): docs.FeatureCollectionSerializer},
+               parameters=[OpenApiParameter("download", OpenApiTypes.STR, description="Any value: as a file")])
 @api_view(["GET"])
 def slide_annotations_geojson(request, slide_id: int):
     """The slide's annotations as one QuPath-readable FeatureCollection (level-0 px)."""
@@ -95,7 +99,9 @@ def slide_annotations_geojson(request, slide_id: int):
     return response
 
 
-@extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
+@extend_schema(request={"application/json": docs.FeatureCollectionSerializer,
+                        "multipart/form-data": docs.ImportUploadInput},
+               responses={201: docs.ImportResultSerializer, 400: docs.ERRORS, 403: docs.ERRORS, 404: docs.ERRORS})
 @api_view(["POST"])
 @parser_classes([StrictJSONParser, MultiPartParser])
 def slide_annotations_import(request, slide_id: int):
@@ -119,7 +125,13 @@ def slide_annotations_import(request, slide_id: int):
     return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_400_BAD_REQUEST)
 
 
-@extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
+@extend_schema(methods=["GET"], responses=docs.AnnotationSerializer)
+@extend_schema(methods=["PATCH"], request={"application/json": docs.AnnotationPatchInput},
+               responses={200: docs.AnnotationSerializer, 409: docs.ConflictSerializer, 400: docs.ERRORS,
+                          403: docs.ERRORS, 404: docs.ERRORS})
+@extend_schema(methods=["DELETE"], request={"application/json": docs.AnnotationDeleteInput},
+               responses={204: None, 409: docs.ConflictSerializer, 400: docs.ERRORS, 403: docs.ERRORS,
+                          404: docs.ERRORS})
 @api_view(["GET", "PATCH", "DELETE"])
 def annotation_detail(request, pk: int):
     annotation = get_object_or_404(Annotation.objects.select_related("label", "author", "slide__case"), pk=pk)
@@ -141,7 +153,7 @@ def annotation_detail(request, pk: int):
     return Response(selectors.annotation_json(annotation, user=request.user))
 
 
-@extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
+@extend_schema(responses=docs.AnnotationHistorySerializer)
 @api_view(["GET"])
 def annotation_history(request, pk: int):
     annotation = get_object_or_404(Annotation, pk=pk)
@@ -150,7 +162,7 @@ def annotation_history(request, pk: int):
                                    annotation.revisions.select_related("user").order_by("number")]})
 
 
-@extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
+@extend_schema(request={"application/json": docs.RevertInput}, responses=docs.AnnotationSerializer)
 @api_view(["POST"])
 def annotation_revert(request, pk: int):
     annotation = get_object_or_404(Annotation.objects.select_related("label", "slide__case"), pk=pk)
@@ -164,7 +176,7 @@ def annotation_revert(request, pk: int):
     return Response(selectors.annotation_json(annotation, user=request.user))
 
 
-@extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
+@extend_schema(responses=docs.AnnotationLabelSerializer(many=True))
 @api_view(["GET"])
 def annotation_label_list(request):
     return Response([{"name": label.name, "color": label.color} for label in selectors.annotation_labels()])
@@ -172,14 +184,17 @@ def annotation_label_list(request):
 
 # --- reviews ---------------------------------------------------------------------------------
 
-@extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
+@extend_schema(responses=docs.ReviewSerializer(many=True))
 @api_view(["GET"])
 def case_review_list(request, pk: int):
     case = get_object_or_404(Case, pk=pk)
     return Response([selectors.review_json(r, case=case) for r in selectors.case_reviews(case)])
 
 
-@extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
+@extend_schema(methods=["GET"], responses=docs.ReviewSerializer)
+@extend_schema(methods=["PUT"], request={"application/json": docs.ReviewInput},
+               responses={200: docs.ReviewSerializer, 409: docs.ConflictSerializer, 400: docs.ERRORS,
+                          403: docs.ERRORS, 404: docs.ERRORS})
 @api_view(["GET", "PUT"])
 def case_review_mine(request, pk: int):
     """GET: your review of the case (version 0 when there is none). PUT: save it, with the
