@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action, api_view, permission_classes
 from rest_framework.exceptions import ValidationError
@@ -38,6 +38,9 @@ from viewer.jobs.serializers import JobSerializer
 from viewer.tiles.services import tile_source_forget
 
 
+@extend_schema_view(list=extend_schema(parameters=[
+    OpenApiParameter("q", str, description="Text in the case id"), OpenApiParameter("status", str),
+    OpenApiParameter("her2", str), OpenApiParameter("case_id", str, description="Exactly this case id")]))
 class CaseViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
                   mixins.UpdateModelMixin, viewsets.GenericViewSet):
     serializer_class = CaseSerializer
@@ -71,6 +74,7 @@ class CaseViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
             raise ValidationError(exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages})
 
 
+@extend_schema_view(list=extend_schema(parameters=[OpenApiParameter("case", int, description="Only this case's slides (id)")]))
 class SlideViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = SlideSerializer
     permission_classes = [CanEditCasesOrReadOnly]

@@ -2,7 +2,7 @@
 Progress reaches the case page over the websocket of viewer.jobs.consumers."""
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.exceptions import ValidationError
@@ -15,6 +15,10 @@ from viewer.api.permissions import CanEditCasesOrReadOnly
 from viewer.jobs.serializers import JobSerializer
 
 
+@extend_schema_view(list=extend_schema(parameters=[
+    OpenApiParameter("case", int, description="Only this case's jobs (id)"),
+    OpenApiParameter("slide", int, description="Only this slide's jobs (id)"),
+    OpenApiParameter("status", str, enum=JobStatus.values), OpenApiParameter("kind", str, enum=JobKind.values)]))
 class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = JobSerializer
     permission_classes = [CanEditCasesOrReadOnly]
@@ -36,7 +40,7 @@ class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gene
             raise ValidationError({"detail": str(exc)}) from exc
         return Response(JobSerializer(job).data)
 
-    @extend_schema(request=None, responses=JobSerializer)
+    @extend_schema(request=None, responses={201: JobSerializer})
     @action(detail=True, methods=["post"])
     def retry(self, request, pk=None):
         try:
