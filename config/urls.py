@@ -20,3 +20,4 @@ urlpatterns = [
 ]
 
 admin.site.site_header = "HER2-LADDER administration"
+handler404 = "viewer.api.errors.not_found"

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
 from django.urls import reverse
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import serializers, status
 from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAuthenticated
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from viewer.api import schema as docs
+from viewer.api.params import MAX_PK
 from viewer.board import selectors, services
 from viewer.board.models import BoardRecord, BoardSession
 from cases.models import Case, Slide
@@ -57,7 +58,7 @@ def session_data(session: BoardSession, *, full: bool = True) -> dict:
 
 
 class BoardCreateInput(serializers.Serializer):
-    cases = serializers.ListField(child=serializers.IntegerField(min_value=1), allow_empty=False,
+    cases = serializers.ListField(child=serializers.IntegerField(min_value=1, max_value=MAX_PK), allow_empty=False,
                                   max_length=services.MAX_PLAYLIST, help_text="Case primary keys, in order.")
     title = serializers.CharField(required=False, allow_blank=True, max_length=200)
 
@@ -87,8 +88,9 @@ def _bad(message: str, code=status.HTTP_400_BAD_REQUEST) -> Response:
 
 
 @extend_schema_view(
-    get=extend_schema(operation_id="boards_list", responses=OpenApiTypes.OBJECT),
-    post=extend_schema(operation_id="boards_create", request=BoardCreateInput, responses=OpenApiTypes.OBJECT),
+    get=extend_schema(operation_id="boards_list", responses=docs.BoardSummarySerializer(many=True)),
+    post=extend_schema(operation_id="boards_create", request={"application/json": BoardCreateInput},
+                       responses={201: docs.BoardSerializer, 400: docs.ERRORS, 403: docs.ERRORS}),
 )
 class BoardListView(APIView):
     """GET: open sessions. POST {"cases": [case pks], "title"?}: a new session (presenters, admins)."""
@@ -115,7 +117,7 @@ class BoardListView(APIView):
         return Response(session_data(session), status=status.HTTP_201_CREATED)
 
 
-@extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
+@extend_schema(responses=docs.BoardSerializer)
 class BoardDetailView(APIView):
     permission_classes = [IsAuthenticated]
 
@@ -123,7 +125,7 @@ class BoardDetailView(APIView):
         return Response(session_data(get_object_or_404(BoardSession, pk=pk)))
 
 
-@extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
+@extend_schema(request=None, responses=docs.BoardSerializer)
 class BoardEndView(APIView):
     permission_classes = [IsAuthenticated]
 
@@ -136,7 +138,8 @@ class BoardEndView(APIView):
         return Response(session_data(session))
 
 
-@extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
+@extend_schema(request={"application/json": SnapshotInput},
+               responses={201: docs.BoardRecordSerializer, 400: docs.ERRORS, 403: docs.ERRORS, 404: docs.ERRORS})
 class BoardSnapshotView(APIView):
     """POST: a captioned PNG of a slide region (level-0 px) at an output size, stored in the session."""
 
@@ -162,7 +165,8 @@ class BoardSnapshotView(APIView):
         return Response(record_data(record), status=status.HTTP_201_CREATED)
 
 
-@extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
+@extend_schema(request={"application/json": SummaryInput},
+               responses={201: docs.BoardRecordSerializer, 400: docs.ERRORS, 403: docs.ERRORS, 404: docs.ERRORS})
 class BoardSummaryView(APIView):
     """POST {"case": pk}: the case's PDF summary for the board record, stored in the session."""
 

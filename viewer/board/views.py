@@ -9,6 +9,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_http_methods
 
+from viewer.api.params import ascii_int
 from viewer.cases import selectors as viewer_selectors
 from viewer.board import selectors, services
 from viewer.board.models import BoardRecord, BoardSession, RecordKind
@@ -20,7 +21,7 @@ def board_list(request):
     if request.method == "POST":
         if not services.user_can_present(request.user):
             raise PermissionDenied("Only presenters and admins can start a tumour board.")
-        pks = [int(v) for v in request.POST.getlist("cases") if v.isdigit()]
+        pks = [pk for pk in map(ascii_int, request.POST.getlist("cases")) if pk is not None]
         found = Case.objects.in_bulk(pks)
         try:
             session = services.board_create(user=request.user, cases=[found[pk] for pk in pks if pk in found],
@@ -39,7 +40,7 @@ def board_list(request):
 def board_detail(request, pk: int):
     session = get_object_or_404(BoardSession.objects.select_related("presenter", "driver"), pk=pk)
     requested = request.GET.get("case", "")
-    case = selectors.board_current_case(session, requested=int(requested) if requested.isdigit() else None)
+    case = selectors.board_current_case(session, requested=ascii_int(requested))
     playlist = selectors.board_playlist(session)
     index = playlist.index(case) if case in playlist else -1
     csrf = get_token(request)

@@ -2,17 +2,20 @@
 Thin: services do the writes (routes: viewer/api/urls.py)."""
 from __future__ import annotations
 
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.shortcuts import get_object_or_404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
 from rest_framework.decorators import action, api_view, permission_classes
 from rest_framework.exceptions import ValidationError
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
 from analysis.services import JobStateError, analysis_enqueue
 from cases.models import Case, Slide, SlideStatus
 from viewer.cases import selectors
+from viewer.api.params import query_pk
+from viewer.api.parsers import StrictJSONParser
 from viewer.api.permissions import CanEditCasesOrReadOnly
 from viewer.cases.serializers import (
     AlignmentSerializer,
@@ -35,6 +38,9 @@ from viewer.jobs.serializers import JobSerializer
 from viewer.tiles.services import tile_source_forget
 
 
+@extend_schema_view(list=extend_schema(parameters=[
+    OpenApiParameter("q", str, description="Text in the case id"), OpenApiParameter("status", str),
+    OpenApiParameter("her2", str), OpenApiParameter("case_id", str, description="Exactly this case id")]))
 class CaseViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
                   mixins.UpdateModelMixin, viewsets.GenericViewSet):
     serializer_class = CaseSerializer
@@ -50,23 +56,34 @@ class CaseViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Creat
 
     def perform_create(self, serializer):
         data = dict(serializer.validated_data)
-        serializer.instance = case_services.case_create(user=self.request.user, **data)
+        try:
+            serializer.instance = case_services.case_create(user=self.request.user, **data)
+        except DjangoValidationError as exc:
+            raise ValidationError(exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages})
 
     def perform_update(self, serializer):
-        serializer.instance = case_services.case_update_clinical(
-            case=serializer.instance, user=self.request.user, **serializer.validated_data)
+        changes = dict(serializer.validated_data)
+        if "case_id" in changes and changes["case_id"] != serializer.instance.case_id:
+            # The case id names the case in files, reviews and the audit trail: fixed once created.
+            raise ValidationError({"case_id": ["The case id cannot be changed."]})
+        changes.pop("case_id", None)
+        try:
+            serializer.instance = case_services.case_update_clinical(
+                case=serializer.instance, user=self.request.user, **changes)
+        except DjangoValidationError as exc:
+            raise ValidationError(exc.message_dict if hasattr(exc, "error_dict") else {"detail": exc.messages})
 
 
+@extend_schema_view(list=extend_schema(parameters=[OpenApiParameter("case", int, description="Only this case's slides (id)")]))
 class SlideViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = SlideSerializer
     permission_classes = [CanEditCasesOrReadOnly]
-    parser_classes = [JSONParser, MultiPartParser, FormParser]
+    parser_classes = [StrictJSONParser, MultiPartParser, FormParser]
 
     def get_queryset(self):
         slides = Slide.objects.select_related("case")
-        if self.request.query_params.get("case"):
-            slides = slides.filter(case_id=self.request.query_params["case"])
-        return slides
+        case = query_pk(self.request, "case")
+        return slides if case is None else slides.filter(case_id=case)
 
     @extend_schema(request=SlideImportSerializer, responses={201: SlideSerializer, 202: SlideSerializer})
     def create(self, request):

@@ -48,6 +48,8 @@ class JobProgressConsumer(LoginRequiredConsumer):
     async def receive_json(self, content, **kwargs):
         if isinstance(content, dict) and content.get("type") == "refresh":
             self._wake.set()
+        else:
+            await self.frame_error("bad_message", 'Unknown message type (this socket takes {"type": "refresh"}).')
 
     async def _watch(self):
         last, active = None, False

@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from django.http import HttpResponse
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from viewer.api import schema as docs
 from viewer.overlays import selectors as overlays
 
 
@@ -21,7 +22,9 @@ def _number(request, name: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-@extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY})
+@extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
+               parameters=[OpenApiParameter(name, OpenApiTypes.NUMBER, required=True, description="level-0 px")
+                           for name in ("x", "y", "width", "height")])
 class OverlayViewportView(APIView):
     """GET ?x=&y=&width=&height= (level-0 px): 12-byte cell or 20-byte edge records."""
 
@@ -44,7 +47,8 @@ class OverlayViewportView(APIView):
         return response
 
 
-@extend_schema(responses=OpenApiTypes.OBJECT)
+@extend_schema(responses=docs.CellDetailSerializer,
+               parameters=[OpenApiParameter("by", OpenApiTypes.STR, enum=["row"], description="cell_id is a row")])
 class CellDetailView(APIView):
     """GET: one cell's values, contour, morphology, HER2 and graph metrics (?by=row: row position)."""
 
@@ -57,7 +61,7 @@ class CellDetailView(APIView):
         return Response(detail)
 
 
-@extend_schema(responses=OpenApiTypes.OBJECT)
+@extend_schema(responses=docs.FeatureSourceSerializer)
 class FeatureSourceView(APIView):
     """GET: a model input's group, definition, unit and source cells/pair type."""
 

@@ -1,20 +1,20 @@
 """REST API of reviews and annotations. Thin: services write, selectors read."""
 from __future__ import annotations
 
-import json
-
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.decorators import api_view, parser_classes
 from rest_framework.exceptions import ValidationError
-from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
 
 from cases.models import Case, Slide
+from viewer.api import schema as docs
+from viewer.api.parsers import JSONRejected, StrictJSONParser, loads_strict
 from viewer.review import selectors, services
 from viewer.review.models import Annotation, Review
 from cases.roles import user_is_admin
@@ -50,14 +50,20 @@ def _feature_parts(data) -> dict:
         label = properties.get("label")
         if label is None and isinstance(properties.get("classification"), dict):
             label = properties["classification"].get("name")
-        return {"geometry": data.get("geometry"), "label": label, "comment": properties.get("comment"),
-                "shape": properties.get("shape"), "source": properties.get("source")}
-    return {k: data.get(k) for k in ("geometry", "label", "comment", "shape", "source")}
+        parts = {"geometry": data.get("geometry"), "label": label, "comment": properties.get("comment"),
+                 "shape": properties.get("shape"), "source": properties.get("source")}
+    else:
+        parts = {k: data.get(k) for k in ("geometry", "label", "comment", "shape", "source")}
+    if parts["label"] is not None and not isinstance(parts["label"], str):
+        raise ValidationError({"label": ["properties.label (or properties.classification.name) must be text."]})
+    return parts
 
 
 # --- annotations ---------------------------------------------------------------------------
 
-@extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
+@extend_schema(methods=["GET"], responses=docs.AnnotationSerializer(many=True))
+@extend_schema(methods=["POST"], request={"application/json": docs.AnnotationInput},
+               responses={201: docs.AnnotationSerializer, 400: docs.ERRORS, 403: docs.ERRORS, 404: docs.ERRORS})
 @api_view(["GET", "POST"])
 def slide_annotations(request, slide_id: int):
     """GET: the slide's annotations (JSON list). POST: one GeoJSON Feature (level-0 px,
@@ -79,7 +85,8 @@ def slide_annotations(request, slide_id: int):
     return Response(selectors.annotation_json(annotation, user=request.user), status=status.HTTP_201_CREATED)
 
 
-@extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
+@extend_schema(responses={(200, "application/geo+json"): docs.FeatureCollectionSerializer},
+               parameters=[OpenApiParameter("download", OpenApiTypes.STR, description="Any value: as a file")])
 @api_view(["GET"])
 def slide_annotations_geojson(request, slide_id: int):
     """The slide's annotations as one QuPath-readable FeatureCollection (level-0 px)."""
@@ -92,9 +99,11 @@ def slide_annotations_geojson(request, slide_id: int):
     return response
 
 
-@extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
+@extend_schema(request={"application/json": docs.FeatureCollectionSerializer,
+                        "multipart/form-data": docs.ImportUploadInput},
+               responses={201: docs.ImportResultSerializer, 400: docs.ERRORS, 403: docs.ERRORS, 404: docs.ERRORS})
 @api_view(["POST"])
-@parser_classes([JSONParser, MultiPartParser])
+@parser_classes([StrictJSONParser, MultiPartParser])
 def slide_annotations_import(request, slide_id: int):
     """Import QuPath GeoJSON: a JSON body, or a multipart upload in the field 'file'."""
     slide = get_object_or_404(Slide.objects.select_related("case"), pk=slide_id)
@@ -103,8 +112,8 @@ def slide_annotations_import(request, slide_id: int):
         if upload.size > 50 * 1024 * 1024:
             raise ValidationError({"file": ["At most 50 MB."]})
         try:
-            data = json.loads(upload.read().decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            data = loads_strict(upload.read().decode("utf-8"))
+        except (UnicodeDecodeError, JSONRejected) as exc:
             raise ValidationError({"file": [f"Not JSON: {exc}"]})
     else:
         data = request.data
@@ -116,7 +125,13 @@ def slide_annotations_import(request, slide_id: int):
     return Response(body, status=status.HTTP_201_CREATED if created else status.HTTP_400_BAD_REQUEST)
 
 
-@extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
+@extend_schema(methods=["GET"], responses=docs.AnnotationSerializer)
+@extend_schema(methods=["PATCH"], request={"application/json": docs.AnnotationPatchInput},
+               responses={200: docs.AnnotationSerializer, 409: docs.ConflictSerializer, 400: docs.ERRORS,
+                          403: docs.ERRORS, 404: docs.ERRORS})
+@extend_schema(methods=["DELETE"], request={"application/json": docs.AnnotationDeleteInput},
+               responses={204: None, 409: docs.ConflictSerializer, 400: docs.ERRORS, 403: docs.ERRORS,
+                          404: docs.ERRORS})
 @api_view(["GET", "PATCH", "DELETE"])
 def annotation_detail(request, pk: int):
     annotation = get_object_or_404(Annotation.objects.select_related("label", "author", "slide__case"), pk=pk)
@@ -138,7 +153,7 @@ def annotation_detail(request, pk: int):
     return Response(selectors.annotation_json(annotation, user=request.user))
 
 
-@extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
+@extend_schema(responses=docs.AnnotationHistorySerializer)
 @api_view(["GET"])
 def annotation_history(request, pk: int):
     annotation = get_object_or_404(Annotation, pk=pk)
@@ -147,7 +162,7 @@ def annotation_history(request, pk: int):
                                    annotation.revisions.select_related("user").order_by("number")]})
 
 
-@extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
+@extend_schema(request={"application/json": docs.RevertInput}, responses=docs.AnnotationSerializer)
 @api_view(["POST"])
 def annotation_revert(request, pk: int):
     annotation = get_object_or_404(Annotation.objects.select_related("label", "slide__case"), pk=pk)
@@ -161,7 +176,7 @@ def annotation_revert(request, pk: int):
     return Response(selectors.annotation_json(annotation, user=request.user))
 
 
-@extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
+@extend_schema(responses=docs.AnnotationLabelSerializer(many=True))
 @api_view(["GET"])
 def annotation_label_list(request):
     return Response([{"name": label.name, "color": label.color} for label in selectors.annotation_labels()])
@@ -169,14 +184,17 @@ def annotation_label_list(request):
 
 # --- reviews ---------------------------------------------------------------------------------
 
-@extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
+@extend_schema(responses=docs.ReviewSerializer(many=True))
 @api_view(["GET"])
 def case_review_list(request, pk: int):
     case = get_object_or_404(Case, pk=pk)
     return Response([selectors.review_json(r, case=case) for r in selectors.case_reviews(case)])
 
 
-@extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
+@extend_schema(methods=["GET"], responses=docs.ReviewSerializer)
+@extend_schema(methods=["PUT"], request={"application/json": docs.ReviewInput},
+               responses={200: docs.ReviewSerializer, 409: docs.ConflictSerializer, 400: docs.ERRORS,
+                          403: docs.ERRORS, 404: docs.ERRORS})
 @api_view(["GET", "PUT"])
 def case_review_mine(request, pk: int):
     """GET: your review of the case (version 0 when there is none). PUT: save it, with the

@@ -97,7 +97,7 @@ def _review_clean(data: dict) -> dict:
             confidence = int(confidence)
             if not 1 <= confidence <= 5:
                 raise ValueError
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             errors["confidence"] = "An integer from 1 to 5."
     clean["confidence"] = confidence
     comment = data.get("comment") or ""
@@ -256,6 +256,8 @@ def _can_change(user, annotation: Annotation) -> bool:
 
 
 def annotation_label_get(*, name: str) -> AnnotationLabel:
+    if name is not None and not isinstance(name, str):
+        raise ValidationError("label: a label name (text) is required.")
     label = AnnotationLabel.objects.filter(name__iexact=(name or "").strip()).first()
     if label is None:
         names = ", ".join(AnnotationLabel.objects.filter(active=True).values_list("name", flat=True))
@@ -447,6 +449,8 @@ def annotations_import(*, slide: Slide, user, data) -> tuple[list[Annotation], l
                                           "(cells and detections belong in an analysis run).")
                 geometry = feature.get("geometry") or {}
                 kind = geometry.get("type") if isinstance(geometry, dict) else None
+                if kind in ("MultiPolygon", "MultiPoint") and not isinstance(geometry.get("coordinates") or [], list):
+                    raise ValidationError(f"{kind}: coordinates must be a list.")
                 if kind == "MultiPolygon":
                     parts = [{"type": "Polygon", "coordinates": c} for c in geometry.get("coordinates") or []]
                 elif kind == "MultiPoint":

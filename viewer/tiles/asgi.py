@@ -209,9 +209,14 @@ def _query_value(scope, name: str) -> str | None:
     return values[0] if values else None
 
 
+def thumb_size_of(size: str | None) -> int:
+    """?size= of a thumbnail: 1-4 ASCII digits ('²'.isdigit() is true, int('²') fails), else 256."""
+    size = size or ""
+    return int(size) if size.isascii() and size.isdigit() and len(size) <= 4 else 256
+
+
 def _thumb_size(scope) -> int:
-    size = _query_value(scope, "size") or ""
-    return int(size) if size.isdigit() and len(size) <= 4 else 256
+    return thumb_size_of(_query_value(scope, "size"))
 
 
 class TileFastPath:

@@ -14,7 +14,7 @@ async def _answer(request, path: str):
     user = await request.auser()
 
     def work():
-        size = int(request.GET.get("size", "256")) if request.GET.get("size", "256").isdigit() else 256
+        size = tile_app.thumb_size_of(request.GET.get("size"))
         return tile_app.tile_request(match, authorised=bool(user.is_authenticated and user.is_active),
                                      if_none_match=request.headers.get("If-None-Match"), thumb_size=size)
 
