@@ -17,7 +17,7 @@ from django.core.cache import caches
 logger = logging.getLogger(__name__)
 
 RENDER_VERSIONS = {
-    "slide": "2",    # slide tiles, thumbnails and DZI descriptors (viewer.tiles)
+    "slide": "3",    # slide tiles, thumbnails and DZI descriptors (viewer.tiles)
     "overlay": "1",  # overlay tiles, layer summaries and cell details (viewer.overlays)
 }
 
