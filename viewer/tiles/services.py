@@ -22,7 +22,7 @@ from analysis.core.slides.reader import (
     encode_jpeg,
     render_tile_jpeg,
 )
-from viewer.tiles.cache import cache_get, cache_set, render_version
+from viewer.tiles.cache import cache_get, cache_is_local, cache_set, render_version
 from cases.models import Slide, SlideStatus
 
 TILE_SIZE = 256  # deep-zoom tile side of slides without raw JPEG tiles (JPEG 2000, NDPI, ...) and of overlays
@@ -128,11 +128,15 @@ def dzi_response(source: TileSource) -> TileResponse:
     return TileResponse(200, body, "application/xml", _etag(source, "dzi", source.tile_size, TILE_OVERLAP))
 
 
+def _tile_key_and_etag(source: TileSource, level: int, col: int, row: int, quality: int) -> tuple[str, str]:
+    # The tile size is part of the address: a tile of a 240-px grid is not the same tile of a 256-px grid.
+    return (f"t:{source.checksum}:{RENDER_VERSION}:{source.tile_size}:{level}:{col}:{row}:{quality}",
+            _etag(source, level, col, row, quality, source.tile_size))
+
+
 def tile_response(source: TileSource, *, level: int, col: int, row: int) -> TileResponse:
     quality = settings.LADDER_JPEG_QUALITY
-    # The tile size is part of the address: a tile of a 240-px grid is not the same tile of a 256-px grid.
-    etag = _etag(source, level, col, row, quality, source.tile_size)
-    key = f"t:{source.checksum}:{RENDER_VERSION}:{source.tile_size}:{level}:{col}:{row}:{quality}"
+    key, etag = _tile_key_and_etag(source, level, col, row, quality)
     body = cache_get(key)
     if body is None:
         try:
@@ -144,6 +148,20 @@ def tile_response(source: TileSource, *, level: int, col: int, row: int) -> Tile
             return TileResponse(503, f"slide unreadable: {exc}".encode(), "text/plain")
         cache_set(key, body)
     return TileResponse(200, body, "image/jpeg", etag)
+
+
+def tile_response_in_memory(slide_id: int, *, level: int, col: int, row: int) -> TileResponse | None:
+    """The tile's response if everything it needs is already in this process's memory (the slide's info
+    cached, the tile in a local-memory tile cache), else None. Never touches the database, the slide file or
+    a networked cache, so the ASGI fast path may call it on the event loop (viewer.tiles.asgi)."""
+    if not cache_is_local():
+        return None
+    hit = _info_cache.get(slide_id)
+    if not hit or hit[1] is None or time.monotonic() - hit[0] >= INFO_TTL_SECONDS:
+        return None
+    key, etag = _tile_key_and_etag(hit[1], level, col, row, settings.LADDER_JPEG_QUALITY)
+    body = cache_get(key)
+    return None if body is None else TileResponse(200, body, "image/jpeg", etag)
 
 
 def thumbnail_response(source: TileSource, *, size: int) -> TileResponse:

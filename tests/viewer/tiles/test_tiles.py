@@ -108,3 +108,32 @@ def test_svs_stored_tile_is_served_as_stored_and_jpeg2000_keeps_256(client_for, 
     assert b'TileSize="256"' in dzi.content
     tile = client.get(f"/slides/{jp2k.pk}_files/13/3_2.jpeg")
     assert tile.status_code == 200 and Image.open(io.BytesIO(tile.content)).size == (256, 256)
+
+
+def test_warm_tile_is_answered_on_the_event_loop_and_still_needs_login(monkeypatch, pathologist, he_slide):
+    """A tile already in the in-process cache, for credentials checked moments ago, is answered without the
+    thread pool; anyone else still goes through the pool's login check and gets 401."""
+    from rest_framework.authtoken.models import Token
+
+    from viewer.tiles import asgi
+
+    asgi.forget_credentials()
+    path = f"/slides/{he_slide.pk}_files/12/2_1.jpeg"
+    token = Token.objects.create(user=pathologist)
+    auth = [(b"authorization", f"Token {token.key}".encode())]
+    status, headers, cold = asgi_get(path, auth)  # rendered on the pool, cached
+    assert status == 200
+
+    def no_pool():
+        raise AssertionError("warm tile sent to the thread pool")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(asgi, "executor", no_pool)
+        status, warm_headers, warm = asgi_get(path, auth)
+        assert status == 200 and warm == cold and warm_headers[b"etag"] == headers[b"etag"]
+        status, _, body = asgi_get(path, auth + [(b"if-none-match", headers[b"etag"])])
+        assert status == 304 and body == b""
+        with pytest.raises(AssertionError, match="thread pool"):  # not logged in: never from memory
+            asgi_get(path, [(b"authorization", b"Token not-a-real-token")])
+    status, _, _ = asgi_get(path, [(b"authorization", b"Token not-a-real-token")])
+    assert status == 401
