@@ -134,6 +134,21 @@ def forget_credentials() -> None:
     _auth_cache.clear()
 
 
+def _answer_from_memory(match: re.Match, *, session_key: str | None, token: str | None,
+                        if_none_match: str | None):
+    """A slide tile answered on the event loop when nothing has to be waited for: credentials found valid
+    less than AUTH_TTL_SECONDS ago (the same cache `credentials_valid` keeps) and the tile in the
+    in-process tile cache (tiles.tile_response_in_memory). None otherwise: the request goes to the pool."""
+    if match["level"] is None or not (session_key or token):
+        return None
+    hit = _auth_cache.get(f"s:{session_key}" if session_key else f"t:{token}")
+    if not hit or not hit[1] or time.monotonic() - hit[0] >= AUTH_TTL_SECONDS:
+        return None
+    response = tiles.tile_response_in_memory(int(match["slide"]), level=int(match["level"]), col=int(match["col"]),
+                                             row=int(match["row"]))
+    return None if response is None else _pixel_answer(response, if_none_match)
+
+
 def tile_request(match: re.Match, *, authorised: bool, if_none_match: str | None, thumb_size: int = 256,
                  hide: str | None = None):
     """Answer one matched pixel request: (status, headers, body). `hide`: the overlay tiles'
@@ -235,6 +250,11 @@ class TileFastPath:
 
     async def _serve(self, scope, send, match):
         session_key, token = _credentials(scope)
+        answer = _answer_from_memory(match, session_key=session_key, token=token,
+                                     if_none_match=_header(scope, b"if-none-match"))
+        if answer is not None:  # a warm tile: no thread-pool hop (about half of a hit's latency under load)
+            await self._send(scope, send, *answer)
+            return
         loop = asyncio.get_running_loop()
 
         def work():
@@ -243,6 +263,10 @@ class TileFastPath:
                                 thumb_size=_thumb_size(scope), hide=_query_value(scope, "hide"))
 
         status, headers, body = await loop.run_in_executor(executor(), work)
+        await self._send(scope, send, status, headers, body)
+
+    @staticmethod
+    async def _send(scope, send, status, headers, body):
         headers = headers + [(b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})

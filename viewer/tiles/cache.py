@@ -17,7 +17,7 @@ from django.core.cache import caches
 logger = logging.getLogger(__name__)
 
 RENDER_VERSIONS = {
-    "slide": "2",    # slide tiles, thumbnails and DZI descriptors (viewer.tiles)
+    "slide": "3",    # slide tiles, thumbnails and DZI descriptors (viewer.tiles)
     "overlay": "1",  # overlay tiles, layer summaries and cell details (viewer.overlays)
 }
 
@@ -46,3 +46,11 @@ def cache_set(key: str, value, *, alias: str = "tiles", timeout=_MISSING) -> Non
             caches[alias].set(key, value, timeout=timeout)
     except Exception as exc:
         logger.warning("%s cache unavailable (%s); value not cached", alias, exc.__class__.__name__)
+
+
+def cache_is_local(*, alias: str = "tiles") -> bool:
+    """Is this cache in the process's own memory (LocMem, the embedded default)? Only then may it be read
+    on the event loop: a Redis round trip would block every other request of the process."""
+    from django.core.cache.backends.locmem import LocMemCache
+
+    return isinstance(caches[alias], LocMemCache)

@@ -172,21 +172,91 @@ class SlideReader:
         self.level_downsamples = [float(d) for d in self._slide.level_downsamples]
         props = self._slide.properties
         self.mpp = _positive_float(props.get("openslide.mpp-x"))
-        self._raw_levels = _raw_jpeg_levels(self.path, self.level_dimensions) if self.vendor == "generic-tiff" else {}
+        self._raw_levels = (_raw_jpeg_levels(self.path, self.level_dimensions)
+                            if self.vendor in RAW_JPEG_VENDORS else {})
         self._fd = os.open(self.path, os.O_RDONLY) if self._raw_levels else None
+
+    @property
+    def stored_tile_size(self) -> int | None:
+        """Side of the square JPEG tiles of pyramid level 0 when they can be read raw (240 for most
+        SVS, 256 for our converted TIFFs), else None (JPEG 2000, other formats)."""
+        found = self._raw_levels.get(0)
+        return found.tile_w if found is not None and found.tile_w == found.tile_h else None
+
+    def raw_level_downsample(self, level: int) -> int | None:
+        """Integer downsample of pyramid `level` if its JPEG tiles can be read raw, else None."""
+        found = self._raw_levels.get(level)
+        return found.downsample if found is not None else None
 
     def raw_jpeg_tile(self, *, level: int, col: int, row: int, tile_size: int) -> bytes | None:
         """The stored JPEG of a full tile of pyramid `level`, as a standalone JPEG, or None."""
         found = self._raw_levels.get(level)
-        if found is None or self._fd is None:
+        if found is None or (found.tile_w, found.tile_h) != (tile_size, tile_size):
             return None
-        tile_w, tile_h, across, offsets, counts, tables, (width, height) = found
-        if (tile_w, tile_h) != (tile_size, tile_size) or (col + 1) * tile_w > width or (row + 1) * tile_h > height:
+        if (col + 1) * found.tile_w > found.width or (row + 1) * found.tile_h > found.height:
             return None
-        index = row * across + col
-        data = os.pread(self._fd, int(counts[index]), int(offsets[index]))
-        # TIFF JPEG tiles are abbreviated streams; the shared tables go after the SOI.
-        return tables[:-2] + data[2:] if tables else data
+        return self._stored_jpeg(found, col=col, row=row)
+
+    def _stored_jpeg(self, found: "_RawLevel", *, col: int, row: int) -> bytes | None:
+        """Stored tile (col, row) of a raw level as a complete JPEG stream, or None if absent."""
+        if self._fd is None or not (0 <= col < found.across and 0 <= row < found.down):
+            return None
+        index = row * found.across + col
+        count = int(found.counts[index])
+        if count < 4:  # tiles never written (some scanners leave empty tiles)
+            return None
+        data = os.pread(self._fd, count, int(found.offsets[index]))
+        if data[:2] != b"\xff\xd8":
+            return None
+        return complete_jpeg(data, tables=found.tables, rgb=found.rgb)
+
+    def stored_region(self, *, level: int, col: int, row: int, tile_size: int, factor: int,
+                      out_width: int, out_height: int) -> np.ndarray | None:
+        """Deep-zoom tile (col, row) of side `tile_size` cut from raw pyramid `level`, reduced by `factor`
+        (1, 2, 4 or 8) in the DCT domain (libjpeg-turbo scaled decoding: each stored tile is decoded straight
+        to 1/factor of its size, no full-size pixels), cropped to (out_width, out_height); None when the
+        stored tiles cannot serve it (then OpenSlide does)."""
+        found = self._raw_levels.get(level)
+        if found is None or (found.tile_w, found.tile_h) != (tile_size, tile_size) or factor not in (1, 2, 4, 8):
+            return None
+        if tile_size % factor:
+            return None
+        # Stored pixels this tile covers; past the stored level's edge the tiles hold only padding.
+        valid_w = min(out_width * factor, found.width - col * tile_size * factor)
+        valid_h = min(out_height * factor, found.height - row * tile_size * factor)
+        if -(-valid_w // factor) != out_width or -(-valid_h // factor) != out_height:
+            return None  # the deep-zoom level is larger than the stored level allows: OpenSlide reads it
+        if valid_w % factor or valid_h % factor:
+            # The last output pixel averages fewer stored pixels (a level size not a multiple of `factor`):
+            # full-size decode of this edge tile, cropped to the level, box-reduced (Pillow's reduce averages
+            # the partial last block), so that no padding gets into the average.
+            full = self._stored_pixels(found, col=col, row=row, tile_size=tile_size, factor=factor, scale=1,
+                                       width=valid_w, height=valid_h)
+            return None if full is None else np.asarray(Image.fromarray(full).reduce(factor))
+        return self._stored_pixels(found, col=col, row=row, tile_size=tile_size, factor=factor, scale=factor,
+                                   width=out_width, height=out_height)
+
+    def _stored_pixels(self, found: "_RawLevel", *, col: int, row: int, tile_size: int, factor: int, scale: int,
+                       width: int, height: int) -> np.ndarray | None:
+        """The factor x factor block of stored tiles under deep-zoom tile (col, row), each decoded at 1/scale,
+        cropped to (width, height)."""
+        import simplejpeg
+
+        part = tile_size // scale
+        out = np.empty((-(-height // part) * part, -(-width // part) * part, 3), dtype=np.uint8)
+        for dy in range(out.shape[0] // part):
+            for dx in range(out.shape[1] // part):
+                jpeg = self._stored_jpeg(found, col=col * factor + dx, row=row * factor + dy)
+                if jpeg is None:
+                    return None
+                try:
+                    pixels = simplejpeg.decode_jpeg(jpeg, colorspace="RGB", min_height=part, min_width=part)
+                except ValueError:
+                    return None
+                if pixels.shape[:2] != (part, part):
+                    return None
+                out[dy * part:(dy + 1) * part, dx * part:(dx + 1) * part] = pixels
+        return np.ascontiguousarray(out[:height, :width])
 
     def close(self) -> None:
         self._slide.close()
@@ -320,39 +390,140 @@ def render_tile_jpeg(reader: SlideReader, geometry: DeepZoomGeometry, *, level: 
                      quality: int = 80) -> bytes:
     """JPEG bytes of one deep-zoom tile.
 
-    When the deep-zoom tile is exactly one stored tile of a generic tiled TIFF (our converted
-    slides and phantoms: 256 px YCbCr JPEG tiles, levels halving), the stored JPEG is sent as it
-    is, without decoding and re-encoding (as large_image's TIFF source does); it then keeps the
-    file's own JPEG quality. Every other tile is read through OpenSlide and encoded.
+    Stored JPEG tiles are used whenever the deep-zoom grid lines up with them (overlap 0, deep-zoom tile
+    size = the file's tile size, a pyramid level whose downsample divides the tile's by 1, 2, 4 or 8):
+
+    - same downsample, full tile: the stored JPEG is sent as it is, completed with the file's JPEGTables
+      and colour space (`complete_jpeg`), without decoding and re-encoding, as large_image's TIFF source
+      does; it then keeps the file's own JPEG quality;
+    - 2x, 4x, 8x the downsample of a stored level, or an edge tile: the stored tiles are decoded at
+      1/2, 1/4, 1/8 scale in the DCT domain (libjpeg-turbo through simplejpeg) and the result encoded
+      with libjpeg-turbo at `quality`.
+
+    Every other tile (other formats, JPEG 2000, levels below the smallest pyramid level / 8) is read
+    through OpenSlide, reduced with a box filter and encoded. Associated images are never touched:
+    only pages whose size is a pyramid level's are read raw (`_raw_jpeg_levels`).
     """
     (x0, y0, w0, h0), (tile_w, tile_h) = geometry.tile_region(level, col, row)
-    if geometry.overlap == 0 and tile_w == tile_h == geometry.tile_size:
+    if geometry.overlap == 0 and reader.stored_tile_size == geometry.tile_size:
         scale = geometry.level_scale(level)
-        best = reader.best_level_for_downsample(scale)
-        if reader.level_downsamples[best] == scale and x0 % (scale * tile_w) == 0 and y0 % (scale * tile_h) == 0:
-            raw = reader.raw_jpeg_tile(level=best, col=x0 // (scale * tile_w), row=y0 // (scale * tile_h),
-                                       tile_size=geometry.tile_size)
-            if raw is not None:
-                return raw
+        for stored in range(len(reader.level_dimensions) - 1, -1, -1):
+            downsample = reader.raw_level_downsample(stored)
+            if downsample is None or scale % downsample or downsample > scale:
+                continue
+            factor = scale // downsample
+            if factor > 8:
+                break  # the nearest stored level is too far above: OpenSlide reads a smaller one
+            if factor == 1 and tile_w == tile_h == geometry.tile_size:
+                raw = reader.raw_jpeg_tile(level=stored, col=col, row=row, tile_size=geometry.tile_size)
+                if raw is not None:
+                    return raw
+            pixels = reader.stored_region(level=stored, col=col, row=row, tile_size=geometry.tile_size,
+                                          factor=factor, out_width=tile_w, out_height=tile_h)
+            if pixels is not None:
+                return encode_jpeg_array(pixels, quality=quality)
+            break
     image = reader.read_scaled(x=x0, y=y0, width=w0, height=h0, out_width=tile_w, out_height=tile_h)
     return encode_jpeg(image, quality=quality)
 
 
-def _raw_jpeg_levels(path: Path, level_dimensions) -> dict:
-    """Pyramid levels whose tiles are stored as YCbCr JPEG: level -> (tile w, h, across, offsets, counts, tables, size)."""
+# Vendors whose pyramid levels are plain tiled TIFF pages OpenSlide reads with the file's JPEGTables and
+# TIFF photometric (openslide-vendor-aperio.c, openslide-vendor-generic-tiff.c: `_openslide_tiff_read_tile`).
+RAW_JPEG_VENDORS = {"generic-tiff", "aperio"}
+
+# Adobe APP14 segment (Adobe TN 5116), transform 0: "the 3 components are RGB, do not convert from YCbCr".
+_ADOBE_RGB = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00"
+
+
+@dataclass(frozen=True)
+class _RawLevel:
+    tile_w: int
+    tile_h: int
+    across: int
+    down: int
+    offsets: np.ndarray
+    counts: np.ndarray
+    tables: bytes  # JPEGTables as stored (SOI ... EOI), or b""
+    rgb: bool  # TIFF photometric RGB: the JPEG components are R, G, B, not YCbCr
+    width: int
+    height: int
+    downsample: int
+
+
+def complete_jpeg(data: bytes, *, tables: bytes = b"", rgb: bool = False) -> bytes:
+    """A stored TIFF JPEG tile as a complete stream any decoder reads with OpenSlide's colours.
+
+    TIFF JPEG tiles are often abbreviated: the shared quantisation and Huffman tables are in the page's
+    JPEGTables tag, inserted here after the SOI (as large_image's tiff_reader `getTile` does). Aperio also
+    stores tiles with TIFF photometric RGB whose JPEG components are R, G, B (no colour transform); OpenSlide
+    decodes them as RGB (JCS_RGB), but a decoder left to guess (browsers, libjpeg without JFIF/Adobe
+    markers) would take component ids 0, 1, 2 for YCbCr and turn the tissue green. Such tiles get an Adobe
+    APP14 marker with transform 0 and their component ids relabelled 'R', 'G', 'B' (what large_image does
+    for ids 0, 1, 2), so that libjpeg, libjpeg-turbo and browsers all decode them as RGB.
+    """
+    body = data[2:]
+    if rgb:
+        body = _relabel_rgb(body)
+        head = b"\xff\xd8" + _ADOBE_RGB
+    else:
+        head = b"\xff\xd8"
+    if tables and len(tables) > 4:
+        return head + tables[2:-2] + body
+    return head + body
+
+
+def _relabel_rgb(body: bytes) -> bytes:
+    """Set the component ids of the SOF and SOS segments to 'R', 'G', 'B' (3-component frames only).
+    `body` starts right after the SOI; marker segments are walked, never searched for, so entropy-coded
+    bytes and table values are never mistaken for markers."""
+    out = bytearray(body)
+    pos = 0
+    while pos + 4 <= len(out) and out[pos] == 0xFF:
+        marker = out[pos + 1]
+        length = (out[pos + 2] << 8) | out[pos + 3]
+        if marker in (0xC0, 0xC1, 0xC2) and out[pos + 9] == 3:  # SOFn: P, Y, X, Nf, then (C, H/V, Tq) x Nf
+            for index, letter in enumerate(b"RGB"):
+                out[pos + 10 + 3 * index] = letter
+        elif marker == 0xDA:  # SOS: Ns, then (Cs, Td/Ta) x Ns
+            for index in range(min(out[pos + 4], 3)):
+                out[pos + 5 + 2 * index] = b"RGB"[index]
+            break
+        pos += 2 + length
+    return bytes(out)
+
+
+def _raw_jpeg_levels(path: Path, level_dimensions) -> dict[int, _RawLevel]:
+    """Pyramid levels stored as tiled 8-bit 3-sample JPEG (photometric YCbCr or RGB), by OpenSlide level.
+
+    Pages are matched to OpenSlide's levels by size, tiled pages only: label, macro and thumbnail images
+    (stripped, other sizes) are never indexed, so never served. A level is kept only when its downsample
+    from level 0 is a power of two and its size is level 0's divided by it (floor or ceil), so that
+    its stored pixels line up with the deep-zoom grid.
+    """
     try:
         import tifffile
 
-        found = {}
+        found: dict[int, _RawLevel] = {}
+        width0, height0 = level_dimensions[0]
         with tifffile.TiffFile(path) as tif:
             for page in tif.pages:
-                if not page.is_tiled or page.compression != 7 or page.photometric != 6 or page.samplesperpixel != 3:
+                if (not page.is_tiled or page.compression != 7 or page.photometric not in (2, 6)
+                        or page.samplesperpixel != 3 or page.bitspersample != 8 or page.planarconfig != 1):
                     continue
                 size = (page.imagewidth, page.imagelength)
-                if size in level_dimensions and level_dimensions.index(size) not in found:
-                    found[level_dimensions.index(size)] = (
-                        page.tilewidth, page.tilelength, -(-page.imagewidth // page.tilewidth),
-                        np.asarray(page.dataoffsets), np.asarray(page.databytecounts), page.jpegtables, size)
+                if size not in level_dimensions or level_dimensions.index(size) in found:
+                    continue
+                level = level_dimensions.index(size)
+                downsample = max(1, round(width0 / size[0]))
+                if downsample & (downsample - 1) or size[0] not in (width0 // downsample, -(-width0 // downsample)) \
+                        or size[1] not in (height0 // downsample, -(-height0 // downsample)):
+                    continue
+                found[level] = _RawLevel(
+                    tile_w=page.tilewidth, tile_h=page.tilelength,
+                    across=-(-page.imagewidth // page.tilewidth), down=-(-page.imagelength // page.tilelength),
+                    offsets=np.asarray(page.dataoffsets), counts=np.asarray(page.databytecounts),
+                    tables=bytes(page.jpegtables or b""), rgb=page.photometric == 2,
+                    width=size[0], height=size[1], downsample=downsample)
         return found
     except Exception:
         return {}
@@ -362,6 +533,14 @@ def encode_jpeg(image: Image.Image, *, quality: int = 80) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG", quality=quality)
     return buffer.getvalue()
+
+
+def encode_jpeg_array(pixels: np.ndarray, *, quality: int = 80) -> bytes:
+    """(H, W, 3) uint8 RGB as JPEG with libjpeg-turbo (simplejpeg: 4:2:0, like Pillow's default)."""
+    import simplejpeg
+
+    return simplejpeg.encode_jpeg(np.ascontiguousarray(pixels), quality=quality, colorspace="RGB",
+                                  colorsubsampling="420")
 
 
 class SlideReaderCache:

@@ -131,3 +131,100 @@ def test_stored_jpeg_tiles_are_passed_through_with_the_same_pixels(tmp_path, sha
     cols, rows = geometry.tile_count(level)
     assert reader.raw_jpeg_tile(level=0, col=cols - 1, row=0, tile_size=256) is None
     reader.close()
+
+
+# --- Aperio SVS: the deep-zoom grid of the file's own 240 px JPEG tiles -------------------------
+
+def _openslide_reference(slide: OpenSlide, geometry: DeepZoomGeometry, level: int, col: int, row: int) -> np.ndarray:
+    """What OpenSlide's read_region gives for a deep-zoom tile: level-0 pixels, each factor x factor block
+    averaged (a partial last block over the pixels it has)."""
+    (x0, y0, w0, h0), (tile_w, tile_h) = geometry.tile_region(level, col, row)
+    region = slide.read_region((x0, y0), 0, (w0, h0)).convert("RGB").reduce(geometry.level_scale(level))
+    assert region.size == (tile_w, tile_h)
+    return np.asarray(region, dtype=np.int16)
+
+
+def test_svs_tiles_have_openslide_colours_at_every_path(shared_file):
+    """CMU-1-Small-Region.svs has real Aperio tables and RGB-photometric JPEG tiles (component ids 0, 1, 2).
+    Passed-through tiles (1x), DCT-scaled tiles (2x, 4x, 8x) and edge tiles all decode to OpenSlide's
+    colours; without the Adobe/RGB completion a decoder would read the tiles as YCbCr (mean error ~50)."""
+    path = shared_file("slides/CMU-1-Small-Region.svs")
+    reader, slide = SlideReader(path), OpenSlide(str(path))
+    assert reader.stored_tile_size == 240
+    geometry = DeepZoomGeometry(width=reader.dimensions[0], height=reader.dimensions[1], tile_size=240)
+    for factor in (1, 2, 4, 8):
+        level = geometry.max_level - factor.bit_length() + 1
+        cols, rows = geometry.tile_count(level)
+        for col, row in {(cols // 2, rows // 2), (0, 0), (cols - 1, rows - 1), (cols // 3, rows - 1)}:
+            jpeg = render_tile_jpeg(reader, geometry, level=level, col=col, row=row, quality=95)
+            ours = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"), dtype=np.int16)
+            expected = _openslide_reference(slide, geometry, level, col, row)
+            assert ours.shape == expected.shape
+            # JPEG tolerance: what encoding OpenSlide's own pixels at q95 (4:2:0) costs, + 1 for the DCT-domain
+            # reduction against a box filter; passed-through tiles are exact.
+            encoded = io.BytesIO()
+            Image.fromarray(expected.astype(np.uint8)).save(encoded, format="JPEG", quality=95)
+            jpeg_error = np.abs(np.asarray(Image.open(encoded), dtype=np.int16) - expected).mean()
+            error = np.abs(ours - expected).mean()
+            assert error < (0.01 if factor == 1 and ours.shape == (240, 240, 3) else jpeg_error + 1.0), (factor, col, row)
+    reader.close()
+
+
+def test_svs_stored_level_tiles_are_the_files_bytes_plus_tables(shared_file):
+    """At a stored level the served bytes are the file's own tile, completed with the page's JPEGTables
+    (SOI + Adobe APP14 + tables + tile with component ids R, G, B): no decode, no re-encode."""
+    import tifffile
+
+    path = shared_file("slides/CMU-1-Small-Region.svs")
+    reader = SlideReader(path)
+    geometry = DeepZoomGeometry(width=reader.dimensions[0], height=reader.dimensions[1], tile_size=240)
+    col, row = 4, 3
+    served = render_tile_jpeg(reader, geometry, level=geometry.max_level, col=col, row=row)
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        index = row * -(-page.imagewidth // page.tilewidth) + col
+        tif.filehandle.seek(page.dataoffsets[index])
+        stored = tif.filehandle.read(page.databytecounts[index])
+        tables = page.jpegtables
+    assert page.photometric == 2 and stored[:2] == b"\xff\xd8" and tables[:2] == b"\xff\xd8"
+    adobe_rgb = b"\xff\xee\x00\x0eAdobe\x00\x64\x00\x00\x00\x00\x00"
+    prefix = b"\xff\xd8" + adobe_rgb + tables[2:-2]
+    assert served[:len(prefix)] == prefix
+    body = served[len(prefix):]
+    assert len(body) == len(stored) - 2
+    differing = [i for i, (a, b) in enumerate(zip(body, stored[2:])) if a != b]
+    assert len(differing) == 6 and bytes(body[i] for i in differing) == b"RGBRGB"  # the 3 + 3 component ids
+    decoded = np.asarray(Image.open(io.BytesIO(served)).convert("RGB"), dtype=np.int16)
+    expected = np.asarray(OpenSlide(str(path)).read_region((col * 240, row * 240), 0, (240, 240)).convert("RGB"),
+                          dtype=np.int16)
+    assert np.abs(decoded - expected).max() <= 1  # OpenSlide's decode of the same bytes
+    reader.close()
+
+
+def test_svs_pyramid_levels_pass_through_and_labels_are_never_indexed(tmp_path, shared_file):
+    """A 3-level Aperio-style SVS (YCbCr tiles, levels 1x/4x/16x, made like ../shared/tools/make_svs_like.py,
+    small): its stored levels are read raw, label/macro/thumbnail pages never; the JPEG 2000 SVS has no raw
+    level and keeps the 256 px grid (served through OpenSlide as before)."""
+    import tifffile
+
+    section = np.asarray(Image.open(shared_file("slides/her2st-C2-HE.jpg")).convert("RGB"))[:1920, :1920]
+    svs = tmp_path / "small.svs"
+    desc = "Aperio Image Library v12.0.15 \r\n1920x1920 [0,0 1920x1920] (240x240) JPEG/RGB Q=70|AppMag = 20|MPP = 0.4990"
+    with tifffile.TiffWriter(svs) as tw:
+        for index, step in enumerate((1, 4, 16)):
+            tw.write(np.ascontiguousarray(section[::step, ::step]), tile=(240, 240), compression="jpeg",
+                     photometric="rgb", description=desc if index == 0 else f"1920x1920 -> {1920 // step}",
+                     metadata=None)
+        tw.write(section[:300, :400], compression="jpeg", photometric="rgb", description="Aperio label", metadata=None)
+    reader = SlideReader(svs)
+    assert reader.vendor == "aperio" and reader.stored_tile_size == 240
+    assert [reader.raw_level_downsample(level) for level in range(3)] == [1, 4, 16]
+    assert {(raw.width, raw.height) for raw in reader._raw_levels.values()} == {(1920, 1920), (480, 480), (120, 120)}
+    geometry = DeepZoomGeometry(width=1920, height=1920, tile_size=240)
+    top = geometry.max_level
+    assert render_tile_jpeg(reader, geometry, level=top - 2, col=1, row=0) == reader.raw_jpeg_tile(
+        level=1, col=1, row=0, tile_size=240)  # 4x: the 4x level's stored tile
+    reader.close()
+    jp2k = SlideReader(shared_file("slides/tcga-cr-7395-01a-01-ts1.svs"))
+    assert jp2k.stored_tile_size is None and jp2k.raw_level_downsample(0) is None
+    jp2k.close()
