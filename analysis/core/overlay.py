@@ -108,6 +108,16 @@ def her2_codes(values) -> np.ndarray:
     return _codes(values, [h.value for h in HER2_ORDER], HER2_NONE)
 
 
+def graded_her2_codes(cls_values, her2_values) -> np.ndarray:
+    """HER2 codes of tumour cells; HER2_NONE ("not graded") for every other class.
+
+    ASCO/CAP grade tumour cells only (analysis.core.her2.grading.keep_tumour_grades); runs made
+    before the pipeline dropped non-tumour grades still hold them, so the overlays drop them too."""
+    codes = her2_codes(her2_values)
+    codes[class_codes(cls_values) != CLASS_ORDER.index(CellClass.TUMOUR)] = HER2_NONE
+    return codes
+
+
 def pair_types(stain: str) -> list[str]:
     """Every pair type an edge table of `stain` may hold, in graph build order ("T-T", "T-S", ...)."""
     types = STAIN_PAIR_TYPES.get(stain, ())
@@ -379,7 +389,8 @@ def run_overlay_build(*, cells: pd.DataFrame, edges: pd.DataFrame | None, stain:
     raw_ids = cells["id"].to_numpy(dtype=np.int64)
     id_is_row = bool(n and (raw_ids.min() < 0 or raw_ids.max() > MAX_ID))
     cls = class_codes(cells["cls"])
-    her2 = her2_codes(cells["her2_class"]) if "her2_class" in cells else np.full(n, HER2_NONE, np.uint8)
+    her2 = (graded_her2_codes(cells["cls"], cells["her2_class"]) if "her2_class" in cells
+            else np.full(n, HER2_NONE, np.uint8))
     if "area" in cells and n:
         area = cells["area"].to_numpy(dtype=np.float64)
         radius = float(np.sqrt(np.nanmedian(area) / np.pi)) if np.isfinite(area).any() else 6.0
@@ -787,6 +798,8 @@ def layer_summary_of(o: RunOverlay) -> dict:
     return {
         "class_counts": {CLASS_ORDER[k].value: v for k, v in o.class_counts.items()},
         "her2_counts": {HER2_ORDER[k].value: v for k, v in o.her2_counts.items()},
+        # Cells the HER2 layer does not grade (non-tumour, or a ring too small to measure).
+        "her2_not_graded": int((o.her2 == HER2_NONE).sum()) if o.stain == "ihc" else 0,
         "pairs": list(o.pairs) if o.has_edges else None,
         "pair_counts": {p: o.pair_counts.get(i, 0) for i, p in enumerate(o.pairs)} if o.has_edges else {},
         "density_vmax": {CLASS_ORDER[k].value: v for k, v in o.density_vmax.items()},

@@ -45,7 +45,15 @@ from analysis.core.files import fsync_file, publish_folder
 from analysis.core.cells import stain as stain_mod
 from analysis.core.cells.table import CellTableWriter, DEFAULT_BUCKET_PX
 from analysis.core.cells.classes import CellClass, Her2Class
-from analysis.core.her2.grading import Her2Params, NoTumourCellsError, estimate_hdab, grade_membranes, her2_slide_score
+from analysis.core.her2.grading import (
+    Her2Params,
+    NoTumourCellsError,
+    estimate_hdab,
+    grade_membranes,
+    h_score,
+    her2_slide_score,
+    keep_tumour_grades,
+)
 from analysis.core.slides.tissue import TissueParams, detect_tissue, tissue_tiles
 
 SUMMARY_VERSION = 1
@@ -240,7 +248,8 @@ class _IhcSteps(_HeSteps):
 
     def annotate(self, found: pd.DataFrame, *, rgb: np.ndarray, mpp: float) -> pd.DataFrame:
         grades = grade_membranes(rgb=rgb, mpp=mpp, nuclei=found, stain_matrix=self.matrix, params=self.her2_params)
-        return pd.concat([found.reset_index(drop=True), grades.reset_index(drop=True)], axis=1)
+        # Graded with every nucleus present (expansion stops at neighbours); kept for tumour cells only.
+        return keep_tumour_grades(pd.concat([found.reset_index(drop=True), grades.reset_index(drop=True)], axis=1))
 
     def collect(self, cells: pd.DataFrame) -> None:
         tumour = (cells["cls"] == CellClass.TUMOUR.value).to_numpy()
@@ -251,9 +260,11 @@ class _IhcSteps(_HeSteps):
         codes = np.concatenate(self._her2_codes) if self._her2_codes else np.zeros(0, np.int8)
         names = np.array(_HER2_CODES + [None], dtype=object)[codes]  # -1 -> None (ungraded)
         try:
-            return her2_slide_score(her2_class=names).to_dict()
+            result = her2_slide_score(her2_class=names).to_dict()
         except NoTumourCellsError:
             return None
+        result["h_score"] = h_score(her2_class=names)
+        return result
 
     def params(self) -> dict | None:
         return asdict(self.her2_params)

@@ -31,7 +31,10 @@ from viewer.tiles.cache import cache_get, cache_set
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_RECORDS = 500_000
-LAYER_LABELS = {"cells": "Cell classes", "her2": "HER2 membrane", "edges": "Graph edges"}
+LAYER_LABELS = {"cells": "Cell classes", "her2": "HER2 membrane (tumour cells)", "edges": "Graph edges"}
+# ASCO/CAP grade tumour cells only: the others are counted in the legend, never drawn with a ring.
+NOT_GRADED_ENTRY = {"key": "not_graded", "label": "Not graded (non-tumour)", "color": "#BBBBBB", "code": -1,
+                    "toggle": False}
 
 
 def _title(value: str) -> str:
@@ -99,7 +102,8 @@ def slide_overlay_layers(slide) -> list[dict]:
         her2_counts = summary["her2_counts"]
         layers.append(layer("her2", "her2", LAYER_LABELS["her2"], [
             {"key": h.value, "label": _title(h.value), "color": HER2_COLOURS[h], "code": i,
-             "count": her2_counts.get(h.value, 0)} for i, h in enumerate(ov.HER2_ORDER)], 12))
+             "count": her2_counts.get(h.value, 0)} for i, h in enumerate(ov.HER2_ORDER)]
+            + [NOT_GRADED_ENTRY | {"count": summary.get("her2_not_graded", 0)}], 12))
     if summary["pairs"] is not None:
         layers.append(layer("edges", "edges", LAYER_LABELS["edges"], [
             {"key": p, "label": ov.pair_label(p), "color": ov.pair_colour(p, i), "code": i,

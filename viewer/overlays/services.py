@@ -196,7 +196,7 @@ def _contour_source(info: RunInfo, kind: str):
         cells = cells_in_rect(path=info.cells_path, x0=x0, y0=y0, x1=x1, y1=y1,
                               columns=["x", "y", "contour", "cls", "her2_class"])
         if kind == "her2":
-            codes = ov.her2_codes(cells["her2_class"].to_numpy())
+            codes = ov.graded_her2_codes(cells["cls"].to_numpy(), cells["her2_class"].to_numpy())
         else:
             codes = ov.class_codes(cells["cls"].to_numpy())
         return list(cells["contour"]), codes

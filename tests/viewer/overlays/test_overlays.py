@@ -168,11 +168,21 @@ def test_ihc_her2_layer(phantom_case, client_for, pathologist):
     client = client_for(pathologist)
     layers = {layer["name"]: layer for layer in client.get(f"/api/slides/{slide.pk}/").json()["overlays"]}
     her2 = layers["her2"]
-    assert {e["key"]: e["count"] for e in her2["legend"]} == {
-        h.value: int((cells["her2_class"] == h.value).sum()) for h in ov.HER2_ORDER}
+    # ASCO/CAP grade tumour cells only: the run grades no other class, and the legend counts tumour cells.
+    tumour_cells = cells["cls"] == "tumour"
+    assert (~tumour_cells).any() and cells.loc[~tumour_cells, "her2_class"].isna().all()
+    assert cells.loc[~tumour_cells, "her2_od"].isna().all()
+    counts = {e["key"]: e["count"] for e in her2["legend"]}
+    assert counts == {**{h.value: int((cells["her2_class"][tumour_cells] == h.value).sum()) for h in ov.HER2_ORDER},
+                      "not_graded": int(cells["her2_class"].isna().sum())}
+    not_graded = her2["legend"][-1]
+    assert not_graded["toggle"] is False and not_graded["code"] == -1
+    assert run.her2["n_cells"] == int(cells["her2_class"][tumour_cells].notna().sum())
+    assert 0 <= run.her2["h_score"] <= 300
     assert layers["edges"]["legend"][0]["key"] == "Tstrong-Tstrong"
     response = client.get(her2["viewport_url"], {"x": 0, "y": 0, "width": slide.width, "height": slide.height})
     graded = cells[cells["her2_class"].notna()]
+    assert (graded["cls"] == "tumour").all()
     assert int(response["X-Cell-Count"]) == len(graded)
     records = ov.unpack_cells(response.content)
     truth = graded.set_index("id")["her2_class"]
