@@ -23,11 +23,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from PIL import Image, ImageDraw
 
 from analysis.core.cells.classes import CellClass, Her2Class
-from analysis.core.cells.table import cells_in_rect
+from analysis.core.cells.table import cells_in_rect_arrow
 from analysis.core.her2.grading import NoTumourCellsError, h_score, her2_slide_score
 
 RASTER_MAX = 2048  # px a side of the polygon's mask
@@ -133,22 +134,35 @@ def region_statistics(*, cells_path: Path | None, geometry: dict, mpp_x: float |
     allpts = np.concatenate(rings)
     (x0, y0), (x1, y1) = allpts.min(axis=0), allpts.max(axis=0)
     columns = ["x", "y", "cls"] + (["her2_class"] if stain == "ihc" else [])
-    cells = cells_in_rect(path=cells_path, x0=float(x0), y0=float(y0), x1=float(np.nextafter(x1, np.inf)),
-                          y1=float(np.nextafter(y1, np.inf)), columns=columns)
-    inside = points_in_polygon(x=cells["x"].to_numpy(), y=cells["y"].to_numpy(), rings=rings)
-    cells = cells[inside]
-    cls = cells["cls"].astype(str)
-    counts = cls.value_counts()
-    by_class = {c.value: int(counts.get(c.value, 0)) for c in CellClass}
+    table = cells_in_rect_arrow(path=cells_path, x0=float(x0), y0=float(y0), x1=float(np.nextafter(x1, np.inf)),
+                                y1=float(np.nextafter(y1, np.inf)), columns=columns)
+    inside = points_in_polygon(x=table["x"].to_numpy(), y=table["y"].to_numpy(), rings=rings)
+    table = table.filter(pa.array(inside))
+    cls = _counts(table["cls"])
+    by_class = {c.value: cls.get(c.value, 0) for c in CellClass}
+    n_cells = table.num_rows
     if stain != "ihc":
-        return RegionStatistics(area_mm2=area_mm2, cells=by_class, n_cells=len(cells), area_px=area_px)
-    tumour_grades = cells.loc[(cls == CellClass.TUMOUR.value).to_numpy(), "her2_class"].astype(object)
-    graded = tumour_grades[tumour_grades.notna().to_numpy()]
-    her2_counts = pd.Series(graded.to_numpy(dtype=object)).value_counts()
-    her2 = {h.value: int(her2_counts.get(h.value, 0)) for h in Her2Class}
+        return RegionStatistics(area_mm2=area_mm2, cells=by_class, n_cells=n_cells, area_px=area_px)
+    tumour = table.filter(pc.equal(table["cls"].cast(pa.string()), CellClass.TUMOUR.value))
+    grades = _counts(tumour["her2_class"])
+    her2 = {h.value: grades.get(h.value, 0) for h in Her2Class}
+    # The score and H-score need one value per cell; rebuilt from the counts (no per-row strings read).
+    graded = np.repeat(np.array(list(grades), dtype=object), list(grades.values())) if grades else []
     try:
         score = her2_slide_score(her2_class=graded).score
     except NoTumourCellsError:
         score = None
     return RegionStatistics(area_mm2=area_mm2, cells=by_class, her2=her2, asco_cap=score,
-                            h_score=h_score(her2_class=graded), n_cells=len(cells), area_px=area_px)
+                            h_score=h_score(her2_class=graded), n_cells=n_cells, area_px=area_px)
+
+
+def _counts(column) -> dict[str, int]:
+    """Non-null value -> count of an Arrow (dictionary or string) column."""
+    if len(column) == 0:
+        return {}
+    counts = pc.value_counts(column.cast(pa.string()) if not pa.types.is_dictionary(column.type) else column)
+    out: dict[str, int] = {}
+    for value, n in zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()):
+        if value is not None:
+            out[str(value)] = out.get(str(value), 0) + int(n)
+    return out
