@@ -608,7 +608,7 @@ def layer_palette(o: RunOverlay, layer: str) -> tuple[list[tuple[int, int, int]]
 
 
 def layer_kind(layer: str) -> str:
-    if layer in ("cells", "her2", "edges"):
+    if layer in ("cells", "her2", "edges", "qc"):
         return layer
     if layer.startswith("density-"):
         return "density"
@@ -805,3 +805,51 @@ def layer_summary_of(o: RunOverlay) -> dict:
         "density_vmax": {CLASS_ORDER[k].value: v for k, v in o.density_vmax.items()},
         "id_is_row": o.id_is_row,
     }
+
+
+# --------------------------------------------------------------------------- QC layer
+
+# QC raster codes (analysis.core.slides.qc) -> palette index 1 + code; analysed tiles' outlines QC_TILE.
+QC_TILE = 10
+QC_STYLE = {  # code: (colour, alpha); glass faint, tissue translucent, exclusions strong
+    0: ("#8A8A8A", 0x38),  # background glass (excluded)
+    1: ("#009E73", 0x30),  # tissue analysed
+    2: ("#CC00CC", 0xC0),  # pen ink (excluded)
+    3: ("#E69F00", 0xA0),  # fragments below the minimum area (excluded)
+}
+QC_TILE_COLOUR = "#0072B2"
+
+
+def qc_palette() -> tuple[list[tuple[int, int, int]], list[int]]:
+    rgb = [(0, 0, 0)] * 256
+    alpha = [0] * 256
+    for code, (colour, a) in QC_STYLE.items():
+        rgb[1 + code], alpha[1 + code] = hex_rgb(colour), a
+    rgb[QC_TILE], alpha[QC_TILE] = hex_rgb(QC_TILE_COLOUR), 255
+    return rgb, alpha
+
+
+def render_qc_codes(*, qc: np.ndarray, downsample: float, tiles: np.ndarray, x0: float, y0: float, out_w: int,
+                    out_h: int, scale: float, slide_w: int, slide_h: int) -> np.ndarray:
+    """Palette indices of the QC layer over level-0 (x0, y0) at `scale` output px per level-0 px:
+    the QC raster (nearest pixel; nothing beyond the slide) and the outline of every analysed tile
+    ((n, 4) x, y, w, h level-0 cores)."""
+    img = np.zeros((out_h, out_w), dtype=np.uint8)
+    gx = x0 + (np.arange(out_w) + 0.5) / scale  # level-0 centre of each output pixel
+    gy = y0 + (np.arange(out_h) + 0.5) / scale
+    cols = np.clip((gx / downsample).astype(np.int64), 0, qc.shape[1] - 1)
+    rows = np.clip((gy / downsample).astype(np.int64), 0, qc.shape[0] - 1)
+    inside = (gy[:, None] < slide_h) & (gx[None, :] < slide_w)
+    img[:] = np.where(inside, qc[rows[:, None], cols[None, :]] + 1, 0)
+    if len(tiles) and scale * float(np.median(tiles[:, 2])) >= 6:  # outlines only where a tile is >= 6 px wide
+        tx, ty, tw, th = (tiles[:, i].astype(np.float64) for i in range(4))
+        x1, y1 = x0 + out_w / scale, y0 + out_h / scale
+        near = (tx < x1) & (tx + tw > x0) & (ty < y1) & (ty + th > y0)
+        tx, ty, tw, th = tx[near], ty[near], tw[near], th[near]
+        ax = np.concatenate([tx, tx + tw, tx + tw, tx]) - x0
+        ay = np.concatenate([ty, ty, ty + th, ty + th]) - y0
+        bx = np.concatenate([tx + tw, tx + tw, tx, tx]) - x0
+        by = np.concatenate([ty, ty + th, ty + th, ty]) - y0
+        draw_lines(img, ax=ax * scale, ay=ay * scale, bx=bx * scale, by=by * scale,
+                   values=np.full(len(ax), QC_TILE, np.uint8))
+    return img
