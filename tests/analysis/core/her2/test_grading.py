@@ -306,3 +306,13 @@ def test_h_score():
     assert h_score(her2_class=[None, float("nan")]) is None
     with pytest.raises(Her2InputError):
         h_score(her2_class=["purple"])
+
+
+def test_named_threshold_sets():
+    from analysis.core.her2.grading import HER2_THRESHOLD_SETS, her2_params_named
+
+    assert her2_params_named("phantom") == Her2Params()
+    bci = her2_params_named("bci-provisional")
+    assert (bci.faint_od, bci.weak_od, bci.strong_od) == (0.06, 0.18, 0.60) and set(HER2_THRESHOLD_SETS) == {"phantom", "bci-provisional"}
+    with pytest.raises(Her2InputError, match="bci-provisional"):
+        her2_params_named("lab-x")
