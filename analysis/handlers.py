@@ -60,6 +60,14 @@ def analyze_slide(job, context) -> dict:
         reader = SlideReader(Path(slide.file_path))
     except SlideError as exc:
         raise JobFailure(str(exc)) from exc
+    from django.conf import settings
+
+    from analysis.core.her2.grading import Her2InputError, her2_params_named
+
+    try:
+        her2_params = her2_params_named(settings.LADDER_HER2_THRESHOLDS)
+    except Her2InputError as exc:
+        raise JobFailure(f"LADDER_HER2_THRESHOLDS: {exc}") from exc
     # A job may name its segmenter (the demo's synthetic phantom: "classical"); else LADDER_SEGMENTER.
     segmenter = segmenter_for(stain=slide.stain, choice=job.params.get("segmenter"), log=context.log)
     info = segmenter.info
@@ -70,7 +78,7 @@ def analyze_slide(job, context) -> dict:
         summary = analyze_whole_slide(
             reader=reader, stain=slide.stain, segmenter=segmenter, out_dir=out_dir, mpp=slide.mpp_x,
             progress=lambda done, total, message: context.progress(0.9 * done, total, message, raise_on_cancel=False),
-            should_cancel=context.cancel_requested,
+            should_cancel=context.cancel_requested, her2_params=her2_params,
         ).to_dict()
     except Cancelled as exc:
         raise JobCancelled() from exc

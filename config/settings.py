@@ -54,6 +54,8 @@ LADDER_HOVERNET_WEIGHTS = os.environ.get("LADDER_HOVERNET_WEIGHTS", "")
 # auto | nucleus-model | hovernet | classical (analysis/segmenters.py)
 LADDER_SEGMENTER = os.environ.get("LADDER_SEGMENTER", "auto")
 LADDER_NUCLEUS_WEIGHTS = os.environ.get("LADDER_NUCLEUS_WEIGHTS", "")  # "" = the shipped weights
+# HER2 membrane thresholds: phantom | bci-provisional (analysis.core.her2.grading.HER2_THRESHOLD_SETS)
+LADDER_HER2_THRESHOLDS = os.environ.get("LADDER_HER2_THRESHOLDS", "phantom")
 LADDER_TORCH_DEVICE = os.environ.get("LADDER_TORCH_DEVICE", "auto")  # auto | cpu | cuda | cuda:1 ...
 LADDER_TILE_THREADS = int(os.environ.get("LADDER_TILE_THREADS", "8"))
 LADDER_OPEN_SLIDES = int(os.environ.get("LADDER_OPEN_SLIDES", "32"))

@@ -108,6 +108,16 @@ def her2_codes(values) -> np.ndarray:
     return _codes(values, [h.value for h in HER2_ORDER], HER2_NONE)
 
 
+def graded_her2_codes(cls_values, her2_values) -> np.ndarray:
+    """HER2 codes of tumour cells; HER2_NONE ("not graded") for every other class.
+
+    ASCO/CAP grade tumour cells only (analysis.core.her2.grading.keep_tumour_grades); runs made
+    before the pipeline dropped non-tumour grades still hold them, so the overlays drop them too."""
+    codes = her2_codes(her2_values)
+    codes[class_codes(cls_values) != CLASS_ORDER.index(CellClass.TUMOUR)] = HER2_NONE
+    return codes
+
+
 def pair_types(stain: str) -> list[str]:
     """Every pair type an edge table of `stain` may hold, in graph build order ("T-T", "T-S", ...)."""
     types = STAIN_PAIR_TYPES.get(stain, ())
@@ -379,7 +389,8 @@ def run_overlay_build(*, cells: pd.DataFrame, edges: pd.DataFrame | None, stain:
     raw_ids = cells["id"].to_numpy(dtype=np.int64)
     id_is_row = bool(n and (raw_ids.min() < 0 or raw_ids.max() > MAX_ID))
     cls = class_codes(cells["cls"])
-    her2 = her2_codes(cells["her2_class"]) if "her2_class" in cells else np.full(n, HER2_NONE, np.uint8)
+    her2 = (graded_her2_codes(cells["cls"], cells["her2_class"]) if "her2_class" in cells
+            else np.full(n, HER2_NONE, np.uint8))
     if "area" in cells and n:
         area = cells["area"].to_numpy(dtype=np.float64)
         radius = float(np.sqrt(np.nanmedian(area) / np.pi)) if np.isfinite(area).any() else 6.0
@@ -597,7 +608,7 @@ def layer_palette(o: RunOverlay, layer: str) -> tuple[list[tuple[int, int, int]]
 
 
 def layer_kind(layer: str) -> str:
-    if layer in ("cells", "her2", "edges"):
+    if layer in ("cells", "her2", "edges", "qc"):
         return layer
     if layer.startswith("density-"):
         return "density"
@@ -787,8 +798,58 @@ def layer_summary_of(o: RunOverlay) -> dict:
     return {
         "class_counts": {CLASS_ORDER[k].value: v for k, v in o.class_counts.items()},
         "her2_counts": {HER2_ORDER[k].value: v for k, v in o.her2_counts.items()},
+        # Cells the HER2 layer does not grade (non-tumour, or a ring too small to measure).
+        "her2_not_graded": int((o.her2 == HER2_NONE).sum()) if o.stain == "ihc" else 0,
         "pairs": list(o.pairs) if o.has_edges else None,
         "pair_counts": {p: o.pair_counts.get(i, 0) for i, p in enumerate(o.pairs)} if o.has_edges else {},
         "density_vmax": {CLASS_ORDER[k].value: v for k, v in o.density_vmax.items()},
         "id_is_row": o.id_is_row,
     }
+
+
+# --------------------------------------------------------------------------- QC layer
+
+# QC raster codes (analysis.core.slides.qc) -> palette index 1 + code; analysed tiles' outlines QC_TILE.
+QC_TILE = 10
+QC_STYLE = {  # code: (colour, alpha); glass faint, tissue translucent, exclusions strong
+    0: ("#8A8A8A", 0x38),  # background glass (excluded)
+    1: ("#009E73", 0x30),  # tissue analysed
+    2: ("#CC00CC", 0xC0),  # pen ink (excluded)
+    3: ("#E69F00", 0xA0),  # fragments below the minimum area (excluded)
+}
+QC_TILE_COLOUR = "#0072B2"
+
+
+def qc_palette() -> tuple[list[tuple[int, int, int]], list[int]]:
+    rgb = [(0, 0, 0)] * 256
+    alpha = [0] * 256
+    for code, (colour, a) in QC_STYLE.items():
+        rgb[1 + code], alpha[1 + code] = hex_rgb(colour), a
+    rgb[QC_TILE], alpha[QC_TILE] = hex_rgb(QC_TILE_COLOUR), 255
+    return rgb, alpha
+
+
+def render_qc_codes(*, qc: np.ndarray, downsample: float, tiles: np.ndarray, x0: float, y0: float, out_w: int,
+                    out_h: int, scale: float, slide_w: int, slide_h: int) -> np.ndarray:
+    """Palette indices of the QC layer over level-0 (x0, y0) at `scale` output px per level-0 px:
+    the QC raster (nearest pixel; nothing beyond the slide) and the outline of every analysed tile
+    ((n, 4) x, y, w, h level-0 cores)."""
+    img = np.zeros((out_h, out_w), dtype=np.uint8)
+    gx = x0 + (np.arange(out_w) + 0.5) / scale  # level-0 centre of each output pixel
+    gy = y0 + (np.arange(out_h) + 0.5) / scale
+    cols = np.clip((gx / downsample).astype(np.int64), 0, qc.shape[1] - 1)
+    rows = np.clip((gy / downsample).astype(np.int64), 0, qc.shape[0] - 1)
+    inside = (gy[:, None] < slide_h) & (gx[None, :] < slide_w)
+    img[:] = np.where(inside, qc[rows[:, None], cols[None, :]] + 1, 0)
+    if len(tiles) and scale * float(np.median(tiles[:, 2])) >= 6:  # outlines only where a tile is >= 6 px wide
+        tx, ty, tw, th = (tiles[:, i].astype(np.float64) for i in range(4))
+        x1, y1 = x0 + out_w / scale, y0 + out_h / scale
+        near = (tx < x1) & (tx + tw > x0) & (ty < y1) & (ty + th > y0)
+        tx, ty, tw, th = tx[near], ty[near], tw[near], th[near]
+        ax = np.concatenate([tx, tx + tw, tx + tw, tx]) - x0
+        ay = np.concatenate([ty, ty, ty + th, ty + th]) - y0
+        bx = np.concatenate([tx + tw, tx + tw, tx, tx]) - x0
+        by = np.concatenate([ty, ty + th, ty + th, ty]) - y0
+        draw_lines(img, ax=ax * scale, ay=ay * scale, bx=bx * scale, by=by * scale,
+                   values=np.full(len(ax), QC_TILE, np.uint8))
+    return img

@@ -5,6 +5,9 @@ writes one run folder:
 
     <out_dir>/cells.parquet   the cell table (analysis.core.cells.table; spatially sorted)
     <out_dir>/tissue.png      the tissue mask (1 px = summary.tissue.downsample level-0 px)
+    <out_dir>/qc.png          QC codes at the mask's resolution (analysis.core.slides.qc: tissue
+                              analysed, pen ink and small fragments excluded, glass); summary.qc
+                              lists the analysed tiles. Cells whose centroid lies on pen ink are dropped.
     <out_dir>/summary.json    RunSummary: what ran, on what, with which settings, counts,
                               and for IHC the ASCO/CAP slide score
 
@@ -45,7 +48,16 @@ from analysis.core.files import fsync_file, publish_folder
 from analysis.core.cells import stain as stain_mod
 from analysis.core.cells.table import CellTableWriter, DEFAULT_BUCKET_PX
 from analysis.core.cells.classes import CellClass, Her2Class
-from analysis.core.her2.grading import Her2Params, NoTumourCellsError, estimate_hdab, grade_membranes, her2_slide_score
+from analysis.core.her2.grading import (
+    Her2Params,
+    NoTumourCellsError,
+    estimate_hdab,
+    grade_membranes,
+    h_score,
+    her2_slide_score,
+    keep_tumour_grades,
+)
+from analysis.core.slides import qc as qc_mod
 from analysis.core.slides.tissue import TissueParams, detect_tissue, tissue_tiles
 
 SUMMARY_VERSION = 1
@@ -93,7 +105,10 @@ class RunSummary:
     elapsed_s: float
     warnings: list = field(default_factory=list)  # e.g. an "ihc" run on a slide that looks like H&E
     files: dict = field(default_factory=lambda: {"cells": "cells.parquet", "tissue": "tissue.png",
-                                                 "summary": "summary.json"})
+                                                 "summary": "summary.json", "qc": "qc.png"})
+    # tiles ([x, y, w, h] level-0 cores analysed), pen_fraction / small_fraction (of the mask),
+    # cells_on_pen (dropped), focus (not assessed)
+    qc: dict | None = None
     version: int = SUMMARY_VERSION
 
     def to_dict(self) -> dict:
@@ -240,7 +255,8 @@ class _IhcSteps(_HeSteps):
 
     def annotate(self, found: pd.DataFrame, *, rgb: np.ndarray, mpp: float) -> pd.DataFrame:
         grades = grade_membranes(rgb=rgb, mpp=mpp, nuclei=found, stain_matrix=self.matrix, params=self.her2_params)
-        return pd.concat([found.reset_index(drop=True), grades.reset_index(drop=True)], axis=1)
+        # Graded with every nucleus present (expansion stops at neighbours); kept for tumour cells only.
+        return keep_tumour_grades(pd.concat([found.reset_index(drop=True), grades.reset_index(drop=True)], axis=1))
 
     def collect(self, cells: pd.DataFrame) -> None:
         tumour = (cells["cls"] == CellClass.TUMOUR.value).to_numpy()
@@ -251,9 +267,11 @@ class _IhcSteps(_HeSteps):
         codes = np.concatenate(self._her2_codes) if self._her2_codes else np.zeros(0, np.int8)
         names = np.array(_HER2_CODES + [None], dtype=object)[codes]  # -1 -> None (ungraded)
         try:
-            return her2_slide_score(her2_class=names).to_dict()
+            result = her2_slide_score(her2_class=names).to_dict()
         except NoTumourCellsError:
             return None
+        result["h_score"] = h_score(her2_class=names)
+        return result
 
     def params(self) -> dict | None:
         return asdict(self.her2_params)
@@ -306,8 +324,8 @@ def analyze_slide(
     writer = None
     try:
         progress(0, 1, "detecting tissue")
-        thumb, tissue, tiles, n_grid = _find_tissue(reader=reader, plan=plan, tissue_params=tissue_params,
-                                                    thumbnail_px=thumbnail_px)
+        thumb, tissue, tiles, n_grid, qc_codes = _find_tissue(reader=reader, plan=plan, tissue_params=tissue_params,
+                                                              thumbnail_px=thumbnail_px)
         warning = steps.stain_warning(stain_mod.dab_presence(rgb=np.ascontiguousarray(thumb)))
         warnings = ([warning] if warning else []) + steps.prepare(thumb=thumb, tissue=tissue,
                                                                   stain_matrix=stain_matrix)
@@ -321,14 +339,17 @@ def analyze_slide(
             flush_rows=flush_rows,
             metadata={"stain": stain, "mpp": mpp, "segmenter": seg_info.get("name", "")},
         )
+        dropped = {"cells_on_pen": 0}
         class_counts = _segment_tiles(reader=reader, plan=plan, tiles=tiles, steps=steps, writer=writer,
-                                      progress=progress, should_cancel=should_cancel)
+                                      progress=progress, should_cancel=should_cancel,
+                                      excluded=(qc_codes == qc_mod.PEN, tissue.downsample), dropped=dropped)
         total = len(tiles)
         progress(total, total, "sorting cell table")
         n_cells = writer.finish()
         writer = None
         her2 = steps.slide_result()
         _write_png_mask(tmp / "tissue.png", tissue.mask)
+        Image.fromarray(qc_codes).save(tmp / "qc.png", format="PNG", optimize=True)
         summary = RunSummary(
             out_dir=str(plan.out_dir),
             stain=stain,
@@ -356,6 +377,11 @@ def analyze_slide(
             her2_params=steps.params(),
             elapsed_s=time.perf_counter() - started,
             warnings=warnings,
+            qc={"tiles": [list(map(int, t)) for t in tiles],
+                "pen_fraction": float((qc_codes == qc_mod.PEN).mean()),
+                "small_fraction": float((qc_codes == qc_mod.SMALL).mean()),
+                "cells_on_pen": int(dropped["cells_on_pen"]), "focus": "not assessed",
+                "codes": {str(k): v for k, v in qc_mod.QC_CODES.items()}},
         )
         _publish_run(tmp=tmp, out_dir=plan.out_dir, summary=summary)
         progress(total, total, f"done: {n_cells} cells")
@@ -399,13 +425,22 @@ def _find_tissue(*, reader, plan: _Plan, tissue_params: TissueParams, thumbnail_
     thumb = np.asarray(reader.thumbnail(thumbnail_px))[..., :3]
     downsample = max(plan.width / thumb.shape[1], plan.height / thumb.shape[0])
     tissue = detect_tissue(thumbnail=thumb, downsample=downsample, mpp=plan.mpp, params=tissue_params)
+    # Pen ink is cut out of the tissue (its tiles are not analysed unless tissue remains; cells on it are
+    # dropped); what the threshold saw but the clean-up dropped is recorded as small fragments.
+    pen = qc_mod.pen_mask(rgb=thumb, px_um=plan.mpp * tissue.downsample)
+    foreground = stain_mod.rgb_to_od(rgb=np.ascontiguousarray(thumb)).sum(axis=2) > tissue.threshold_od
+    qc_codes = qc_mod.qc_raster(tissue=tissue.mask, pen=pen, foreground=foreground)
+    if pen.any() and (tissue.mask & ~pen).any():
+        from dataclasses import replace
+
+        tissue = replace(tissue, mask=tissue.mask & ~pen)
     tiles = tissue_tiles(tissue=tissue, slide_width=plan.width, slide_height=plan.height, tile_px=plan.tile_px)
     n_grid = math.ceil(plan.width / plan.tile_px) * math.ceil(plan.height / plan.tile_px)
-    return thumb, tissue, tiles, n_grid
+    return thumb, tissue, tiles, n_grid, qc_codes
 
 
 def _segment_tiles(*, reader, plan: _Plan, tiles, steps: _HeSteps, writer: CellTableWriter, progress,
-                   should_cancel) -> dict:
+                   should_cancel, excluded: tuple[np.ndarray, float] | None = None, dropped: dict | None = None) -> dict:
     """Every tissue tile: read (grown by the overlap), segment, annotate per stain, keep the cells
     whose centroid lies in the tile's core, number them, write them. Returns the class counts."""
     next_id = 0
@@ -425,6 +460,13 @@ def _segment_tiles(*, reader, plan: _Plan, tiles, steps: _HeSteps, writer: CellT
             cells = _to_level0(found.reset_index(drop=True), x0=x0, y0=y0, fx=fx, fy=fy)
             cx, cy = cells["x"].to_numpy(), cells["y"].to_numpy()
             core = (cx >= x) & (cx < x + w) & (cy >= y) & (cy < y + h)
+            if excluded is not None and excluded[0].any():  # centroid on pen ink: not a cell
+                mask, ds = excluded
+                on = mask[np.clip((cy / ds).astype(np.int64), 0, mask.shape[0] - 1),
+                          np.clip((cx / ds).astype(np.int64), 0, mask.shape[1] - 1)]
+                if dropped is not None:
+                    dropped["cells_on_pen"] += int((core & on).sum())
+                core &= ~on
             cells = cells[core].reset_index(drop=True)
             if len(cells):
                 cells.insert(0, "id", np.arange(next_id, next_id + len(cells), dtype=np.int64))
@@ -442,7 +484,7 @@ def _segment_tiles(*, reader, plan: _Plan, tiles, steps: _HeSteps, writer: CellT
 def _publish_run(*, tmp: Path, out_dir: Path, summary: RunSummary) -> None:
     """Write summary.json, make the folder's files durable, rename the folder into place."""
     (tmp / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2), encoding="utf-8")
-    for name in ("summary.json", "tissue.png"):
+    for name in ("summary.json", "tissue.png", "qc.png"):
         fsync_file(tmp / name)
     publish_folder(tmp, out_dir)
 

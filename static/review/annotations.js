@@ -384,12 +384,41 @@ function showDetails(record) {
       : `<p><strong>${escapeHtml(record.label)}</strong>${record.comment ? `: ${escapeHtml(record.comment)}` : ''}</p>
          <p class="muted small">Read-only: only its author (or an admin) changes it.</p>
          <div class="an-row"><button type="button" class="an-history">History</button></div>`)
-    + '<ol class="an-revisions" hidden></ol>';
+    + '<div class="an-stats" aria-live="polite"></div><ol class="an-revisions" hidden></ol>';
+  loadStatistics(record, box.querySelector('.an-stats'));
   box.querySelector('.an-save')?.addEventListener('click', () => patchRecord(record, {
     label: box.querySelector('.an-edit-label').value, comment: box.querySelector('.an-edit-comment').value,
   }).then((updated) => updated && select(updated.id)));
   box.querySelector('.an-delete')?.addEventListener('click', () => deleteRecord(record));
   box.querySelector('.an-history').addEventListener('click', () => showHistory(record, box.querySelector('.an-revisions')));
+}
+
+/** The region's numbers (GET .../statistics/): area, cells by class, HER2 of tumour cells, ASCO/CAP, H-score. */
+async function loadStatistics(record, target) {
+  if (!target) return;
+  target.textContent = 'Counting cells…';
+  const reply = await api(`${annotationUrl(record.id)}statistics/`);
+  if (!target.isConnected || target.closest('[data-annotation]')?.dataset.annotation !== String(record.id)) return;
+  if (!reply.ok) { target.textContent = `No statistics: ${errorText(reply)}`; return; }
+  const s = reply.data;
+  const num = (n) => Number(n).toLocaleString('en-GB');
+  const words = (key) => key.replace(/_/g, ' ');
+  const rows = (counts) => Object.entries(counts).filter(([, n]) => n > 0)
+    .map(([key, n]) => `<tr data-key="${escapeHtml(key)}"><th scope="row">${escapeHtml(words(key))}</th><td>${num(n)}</td></tr>`).join('');
+  const area = s.area_mm2 === null ? (record.shape === 'point' ? 'a point: no area' : 'unknown (no µm/px)')
+    : `${s.area_mm2 < 0.01 ? s.area_mm2.toPrecision(2) : s.area_mm2.toFixed(3)} mm²`;
+  let html = `<h4>Region statistics</h4><p class="small">Area <span data-stat="area">${escapeHtml(area)}</span>`;
+  if (s.run === null) html += ' · no cell analysis of this slide yet</p>';
+  else if (record.shape !== 'point') {
+    html += ` · <span data-stat="cells">${num(s.n_cells)}</span> cells</p>`
+      + `<table class="an-stats-table small"><caption>Cells by class</caption>${rows(s.cells) || '<tr><td>none</td></tr>'}</table>`;
+    if (s.stain === 'ihc') {
+      html += `<table class="an-stats-table small"><caption>HER2, tumour cells</caption>${rows(s.her2) || '<tr><td>none graded</td></tr>'}</table>`
+        + `<p class="small">ASCO/CAP <strong data-stat="asco">${s.asco_cap === null ? 'n/a (under 20 graded tumour cells)' : escapeHtml(s.asco_cap)}</strong>`
+        + ` · H-score <strong data-stat="hscore">${s.h_score === null ? 'n/a' : Math.round(s.h_score)}</strong></p>`;
+    }
+  } else html += '</p>';
+  target.innerHTML = html;
 }
 
 async function showHistory(record, list) {

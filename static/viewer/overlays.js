@@ -653,7 +653,7 @@ class PaneOverlays {
         const sw = el('span', { className: `ov-swatch${layer.kind === 'her2' ? ' ring' : ''}${layer.kind === 'edges' ? ' line' : ''}`,
           attrs: { style: `--c:${entry.color}` } });
         let label;
-        if (togglable) {
+        if (togglable && entry.toggle !== false) {  // toggle false: a count only (HER2 "not graded")
           const keyBox = el('input', { attrs: { type: 'checkbox', 'data-key': entry.key, 'aria-label': `Show ${entry.label}` } });
           keyBox.checked = !state.hidden.has(entry.key);
           keyBox.addEventListener('change', () => this.setHidden(layer.name, entry.key, !keyBox.checked));

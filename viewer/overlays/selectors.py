@@ -23,6 +23,7 @@ from viewer.overlays.services import (
     ViewportTooLarge,
     overlay_layer_run_info,
     overlay_layer_summary,
+    overlay_qc_data,
     overlay_run_info,
     run_overlay_get,
 )
@@ -31,7 +32,10 @@ from viewer.tiles.cache import cache_get, cache_set
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_RECORDS = 500_000
-LAYER_LABELS = {"cells": "Cell classes", "her2": "HER2 membrane", "edges": "Graph edges"}
+LAYER_LABELS = {"cells": "Cell classes", "her2": "HER2 membrane (tumour cells)", "edges": "Graph edges"}
+# ASCO/CAP grade tumour cells only: the others are counted in the legend, never drawn with a ring.
+NOT_GRADED_ENTRY = {"key": "not_graded", "label": "Not graded (non-tumour)", "color": "#BBBBBB", "code": -1,
+                    "toggle": False}
 
 
 def _title(value: str) -> str:
@@ -99,17 +103,50 @@ def slide_overlay_layers(slide) -> list[dict]:
         her2_counts = summary["her2_counts"]
         layers.append(layer("her2", "her2", LAYER_LABELS["her2"], [
             {"key": h.value, "label": _title(h.value), "color": HER2_COLOURS[h], "code": i,
-             "count": her2_counts.get(h.value, 0)} for i, h in enumerate(ov.HER2_ORDER)], 12))
+             "count": her2_counts.get(h.value, 0)} for i, h in enumerate(ov.HER2_ORDER)]
+            + [NOT_GRADED_ENTRY | {"count": summary.get("her2_not_graded", 0)}], 12))
     if summary["pairs"] is not None:
         layers.append(layer("edges", "edges", LAYER_LABELS["edges"], [
             {"key": p, "label": ov.pair_label(p), "color": ov.pair_colour(p, i), "code": i,
              "count": summary["pair_counts"].get(p, 0)} for i, p in enumerate(summary["pairs"])], 20))
+    qc = _qc_layer(info)
+    if qc is not None:
+        layers.append(layer("qc", "qc", "QC: tissue, tiles, exclusions", qc, None))
     for c in ov.CLASS_ORDER:
         if class_counts.get(c.value, 0) > 0:
             layers.append(layer(f"density-{c.value}", "density", f"{_title(c.value)} density",
                                 _density_legend(summary["density_vmax"].get(c.value, 1.0), info.mpp_x, info.mpp_y),
                                 None))
     return layers
+
+def _qc_layer(info) -> list[dict] | None:
+    """Legend of the QC layer (issue 14 item 20): what was analysed and what was left out, with the
+    share of the slide's thumbnail each takes; entries are a key, not toggles."""
+    from analysis.core.slides import qc as qc_mod
+
+    try:
+        data = overlay_qc_data(info)
+    except (OSError, ValueError, KeyError):
+        logger.exception("overlay: QC data of run %s unreadable", info.run_id)
+        return None
+    if data is None:
+        return None
+
+    def entry(key, label, colour, share=None):
+        text = label + (f" ({share:.1%} of the slide)" if share is not None else "")
+        return {"key": key, "label": text, "color": colour, "code": -1, "count": None, "toggle": False}
+
+    legend = [entry("tissue", "Tissue analysed", ov.QC_STYLE[qc_mod.TISSUE][0], data["tissue_fraction"]),
+              entry("tiles", f"Tiles analysed: {len(data['tiles']):,}", ov.QC_TILE_COLOUR)]
+    if data["recorded"]:
+        pen = "Pen ink, excluded" + (f", {data['cells_on_pen']:,} nuclei dropped" if data["cells_on_pen"] else "")
+        legend += [entry("pen", pen, ov.QC_STYLE[qc_mod.PEN][0], data["pen_fraction"]),
+                   entry("small", "Fragments too small, excluded", ov.QC_STYLE[qc_mod.SMALL][0], data["small_fraction"])]
+    legend += [entry("background", "Background glass, excluded", ov.QC_STYLE[qc_mod.BACKGROUND][0]),
+               entry("focus", "Focus: not assessed" if data["recorded"] else "Pen, fragments, focus: not recorded by "
+                     "this run (re-run to see them)", "#FFFFFF")]
+    return legend
+
 
 def overlay_max_records() -> int:
     return int(getattr(settings, "LADDER_OVERLAY_MAX_RECORDS", DEFAULT_MAX_RECORDS))

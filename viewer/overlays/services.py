@@ -110,6 +110,7 @@ def overlay_cache_forget(slide_id: int | None = None) -> None:
         _info_cache.pop(slide_id, None)
     with _runs_lock:
         _runs.clear()
+        _qc_cache.clear()
 
 def run_overlay_get(info: RunInfo) -> ov.RunOverlay:
     """The run's cells and edges in memory (loaded once per process, LRU of a few runs)."""
@@ -173,9 +174,59 @@ def overlay_layer_summary(info: RunInfo) -> dict:
         cache_set(key, summary, alias="default", timeout=None)
     return summary
 
+_qc_cache: OrderedDict[str, dict] = OrderedDict()
+
+
+def overlay_qc_data(info: RunInfo) -> dict | None:
+    """The run's QC raster, its downsample and the analysed tiles (analysis.core.slides.qc), or None
+    without a tissue mask. Runs from before qc.png: tissue / glass from tissue.png, tiles recomputed."""
+    import json
+
+    from PIL import Image
+
+    from analysis.core.slides import qc as qc_mod
+
+    hit = _qc_cache.get(info.key)
+    if hit is not None:
+        return hit
+    summary_path, tissue_path, qc_path = (info.folder / n for n in ("summary.json", "tissue.png", "qc.png"))
+    if not (summary_path.is_file() and tissue_path.is_file()):
+        return None
+    summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    downsample = float(summary["tissue"]["downsample"])
+    tiles = (summary.get("qc") or {}).get("tiles")
+    if qc_path.is_file():
+        raster = np.asarray(Image.open(qc_path)).astype(np.uint8)
+    else:
+        raster = qc_mod.qc_from_tissue_png(np.asarray(Image.open(tissue_path)))
+    if tiles is None:
+        from analysis.core.slides.tissue import TissueMask, tissue_tiles
+
+        mask = TissueMask(mask=raster == qc_mod.TISSUE, downsample=downsample, threshold_od=0.0, tissue_fraction=0.0)
+        tiles = tissue_tiles(tissue=mask, slide_width=info.width, slide_height=info.height,
+                             tile_px=int(summary["tile_px"]))
+    data = {"qc": raster, "downsample": downsample, "tiles": np.asarray(tiles, dtype=np.int64).reshape(-1, 4),
+            "pen_fraction": float((raster == qc_mod.PEN).mean()), "small_fraction": float((raster == qc_mod.SMALL).mean()),
+            "tissue_fraction": float((raster == qc_mod.TISSUE).mean()), "recorded": qc_path.is_file(),
+            "cells_on_pen": (summary.get("qc") or {}).get("cells_on_pen")}
+    with _runs_lock:
+        _qc_cache[info.key] = data
+        while len(_qc_cache) > 8:
+            _qc_cache.popitem(last=False)
+    return data
+
+
+def _qc_codes(info: RunInfo, *, x0, y0, out_w, out_h, scale) -> np.ndarray:
+    data = overlay_qc_data(info)
+    return ov.render_qc_codes(qc=data["qc"], downsample=data["downsample"], tiles=data["tiles"], x0=x0, y0=y0,
+                              out_w=out_w, out_h=out_h, scale=scale, slide_w=info.width, slide_h=info.height)
+
+
 def _layer_names(info: RunInfo) -> set[str]:
     summary = overlay_layer_summary(info)
     names = {"cells"}
+    if (info.folder / "tissue.png").is_file():
+        names.add("qc")
     if info.stain == "ihc":
         names.add("her2")
     if summary["pairs"] is not None:
@@ -196,7 +247,7 @@ def _contour_source(info: RunInfo, kind: str):
         cells = cells_in_rect(path=info.cells_path, x0=x0, y0=y0, x1=x1, y1=y1,
                               columns=["x", "y", "contour", "cls", "her2_class"])
         if kind == "her2":
-            codes = ov.her2_codes(cells["her2_class"].to_numpy())
+            codes = ov.graded_her2_codes(cells["cls"].to_numpy(), cells["her2_class"].to_numpy())
         else:
             codes = ov.class_codes(cells["cls"].to_numpy())
         return list(cells["contour"]), codes
@@ -242,6 +293,10 @@ def overlay_pixel_response(*, slide_id: int, layer: str, dzi: bool, level: int =
     return TileResponse(200, body, "image/png", f'"{etag_base}-{level}-{col}-{row}"')
 
 def overlay_tile_png(info: RunInfo, layer: str, *, x0, y0, w0, h0, out_w, out_h, scale=None) -> bytes:
+    if layer == "qc":
+        rgb, alpha = ov.qc_palette()
+        return ov.palette_png(_qc_codes(info, x0=x0, y0=y0, out_w=out_w, out_h=out_h,
+                                        scale=scale or min(out_w / w0, out_h / h0)), rgb, alpha)
     data = run_overlay_get(info)
     kind = ov.layer_kind(layer)
     body, _ = ov.render_tile_png(data, layer, x0=x0, y0=y0, w0=w0, h0=h0, out_w=out_w, out_h=out_h, scale=scale,
@@ -278,6 +333,15 @@ def overlay_render_region(slide, layer_names, x, y, width, height, out_width, ou
     out = np.zeros((int(out_height), int(out_width), 4), dtype=np.float32)
     for name in names:
         kind = ov.layer_kind(name)
+        if kind == "qc":
+            rgb, alpha = ov.qc_palette()
+            codes = _qc_codes(info, x0=float(x), y0=float(y), out_w=int(out_width), out_h=int(out_height),
+                              scale=min(out_width / width, out_height / height))
+            rgba = ov.codes_to_rgba(codes, rgb, alpha).astype(np.float32) / 255.0
+            a = rgba[..., 3:4]
+            out[..., :3] = rgba[..., :3] * a + out[..., :3] * (1 - a)
+            out[..., 3:4] = a + out[..., 3:4] * (1 - a)
+            continue
         codes = ov.render_tile_codes(data, name, x0=float(x), y0=float(y), w0=float(width), h0=float(height),
                                      out_w=int(out_width), out_h=int(out_height),
                                      contour_source=_contour_source(info, kind) if kind in ("cells", "her2") else None)

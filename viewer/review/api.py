@@ -18,6 +18,8 @@ from viewer.api.parsers import JSONRejected, StrictJSONParser, loads_strict
 from viewer.review import selectors, services
 from viewer.review.models import Annotation, Review
 from cases.roles import user_is_admin
+from viewer.review.statistics import AnnotationStatisticsSerializer
+from viewer.review.statistics import annotation_statistics as annotation_statistics_of
 
 
 def _invalid(exc: DjangoValidationError) -> ValidationError:
@@ -214,3 +216,20 @@ def case_review_mine(request, pk: int):
         return _conflict(exc)
     case.refresh_from_db(fields=["status"])
     return Response(selectors.review_json(review, case=case))
+
+
+@extend_schema(responses={200: AnnotationStatisticsSerializer}, summary="Statistics of the region an annotation draws")
+@api_view(["GET"])
+def annotation_statistics(request, pk: int):
+    """Cells inside the annotation by class, HER2 classes of its tumour cells, ASCO/CAP score, H-score, area."""
+    from analysis.core.cells.region import RegionError
+    from analysis.core.cells.table import CellTableError
+
+    annotation = get_object_or_404(Annotation.objects.select_related("slide"), pk=pk)
+    try:
+        body = annotation_statistics_of(annotation)
+    except RegionError as exc:
+        raise ValidationError({"geometry": [str(exc)]})
+    except CellTableError as exc:
+        return Response({"detail": f"The slide's analysis run cannot be read: {exc}"}, status=status.HTTP_409_CONFLICT)
+    return Response(AnnotationStatisticsSerializer(body).data)

@@ -10,6 +10,7 @@ urlpatterns = [
     path("slides/<int:slide_id>/annotations/import/", api.slide_annotations_import,
          name="api-slide-annotations-import"),
     path("annotations/<int:pk>/", api.annotation_detail, name="api-annotation-detail"),
+    path("annotations/<int:pk>/statistics/", api.annotation_statistics, name="api-annotation-statistics"),
     path("annotations/<int:pk>/history/", api.annotation_history, name="api-annotation-history"),
     path("annotations/<int:pk>/revert/", api.annotation_revert, name="api-annotation-revert"),
     path("annotation-labels/", api.annotation_label_list, name="api-annotation-labels"),

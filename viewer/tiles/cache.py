@@ -17,8 +17,8 @@ from django.core.cache import caches
 logger = logging.getLogger(__name__)
 
 RENDER_VERSIONS = {
-    "slide": "3",    # slide tiles, thumbnails and DZI descriptors (viewer.tiles)
-    "overlay": "1",  # overlay tiles, layer summaries and cell details (viewer.overlays)
+    "slide": "3",    # slide tiles, thumbnails and DZI descriptors (viewer.tiles); 3: SVS grid = stored tiles
+    "overlay": "2",  # overlay tiles, layer summaries and cell details (viewer.overlays); 2: HER2 on tumour only
 }
 
 _MISSING = object()

@@ -490,6 +490,26 @@ def cells_in_rect(
     return arrow_to_cells(table=table.filter(pa.array(keep)))[cols]
 
 
+def cells_in_rect_arrow(*, path: Path, x0: float, y0: float, x1: float, y1: float,
+                        columns: Sequence[str]) -> pa.Table:
+    """cells_in_rect as an Arrow table with string columns dictionary-encoded (no Python strings):
+    for counting over many cells (region statistics). Contours are not decoded here."""
+    index = _index(path)
+    if index.kind != "cells":
+        raise CellTableError(f"{path} is a {index.kind!r} table, not a cell table")
+    cols = _check_columns(columns, CELL_COLUMNS)
+    need = list(dict.fromkeys(cols + ["x", "y"]))
+    groups = _rect_row_groups(index, x0=x0, y0=y0, x1=x1, y1=y1)
+    strings = [c for c in need if c in ("cls", "her2_class")]
+    if not groups:
+        return CELL_SCHEMA.empty_table().select(need)
+    parquet = pq.ParquetFile(path, metadata=index.footer, read_dictionary=strings)
+    table = parquet.read_row_groups(groups, columns=need, use_threads=False)
+    x = table["x"].to_numpy()
+    y = table["y"].to_numpy()
+    return table.filter(pa.array((x >= x0) & (x < x1) & (y >= y0) & (y < y1)))
+
+
 # --------------------------------------------------------------------------- edge tables
 
 

@@ -15,7 +15,7 @@ this is the faithful design of DESIGN.md 2.4, kept in the versioned schema
   (T, S, L, N, M over all cells of the five H&E classes; "other" nuclei excluded) = 69;
 - IHC: tumour cells split by HER2 membrane intensity, the quantity ASCO/CAP 2018/2023
   scoring turns on: Tstrong (strong_*), Tweak (weak_*), Tnull (null_*), plus nonT
-  (stroma + immune cells); + 6 proportions of the Her2Class values over tumour cells = 70.
+  (every non-tumour nucleus: stroma, immune and "other"); + 6 proportions of the Her2Class values over tumour cells = 70.
   Completeness is left to the proportions: splitting the graph types by it would give
   6 + 1 graph types (196 features), beyond the study's 70.
 
@@ -63,7 +63,11 @@ IHC_TYPES: dict[str, tuple[tuple[CellClass, ...], tuple[Her2Class, ...] | None]]
     "Tstrong": ((CellClass.TUMOUR,), (Her2Class.STRONG_COMPLETE, Her2Class.STRONG_INCOMPLETE)),
     "Tweak": ((CellClass.TUMOUR,), (Her2Class.WEAK_COMPLETE, Her2Class.WEAK_INCOMPLETE)),
     "Tnull": ((CellClass.TUMOUR,), (Her2Class.NULL_COMPLETE, Her2Class.NULL_INCOMPLETE)),
-    "nonT": ((CellClass.STROMA, *_IMMUNE), None),
+    # Every non-tumour nucleus, "other" included: on IHC the hematoxylin counterstain does not type
+    # non-tumour cells reliably (the classical IHC segmenter calls them all "other", as QuPath's
+    # positive cell detection does), and the IHC block contrasts HER2 tumour classes with
+    # non-tumour cells as a whole. With "other" left out, such slides had no nonT cell at all.
+    "nonT": ((CellClass.STROMA, *_IMMUNE, CellClass.OTHER), None),
 }
 IHC_GRAPH_TYPES = ("Tstrong", "Tweak", "Tnull", "nonT")
 
@@ -76,7 +80,7 @@ _TYPE_WORDS = {
     "Tstrong": "tumour cells with strong HER2 membrane staining (strong_complete or strong_incomplete)",
     "Tweak": "tumour cells with weak-moderate HER2 membrane staining (weak_complete or weak_incomplete)",
     "Tnull": "tumour cells with no or faint HER2 membrane staining (null_complete or null_incomplete)",
-    "nonT": "non-tumour cells (stroma, lymphocytes, neutrophils, macrophages)",
+    "nonT": "non-tumour cells (stroma, lymphocytes, neutrophils, macrophages and other non-tumour nuclei)",
 }
 
 

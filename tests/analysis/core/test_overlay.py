@@ -142,7 +142,8 @@ def test_viewport_records_and_cap(run):
     data, count = ov.viewport_records(run, "edges", x0=0, y0=0, x1=120, y1=120, limit=10)
     assert count == 1 and ov.unpack_edges(data)["x2"][0] == 140.0
     data, count = ov.viewport_records(run, "her2", x0=0, y0=0, x1=1024, y1=1024, limit=10)
-    assert count == 2 and sorted(ov.unpack_cells(data)["her2_code"].tolist()) == [0, 5]
+    # Only the tumour cell: the "other" cell's null_incomplete is not a grade (ASCO/CAP: tumour cells).
+    assert count == 1 and ov.unpack_cells(data)["her2_code"].tolist() == [0]
 
 
 def test_grid_query_matches_brute_force():
@@ -217,3 +218,16 @@ def test_hiding_codes_rewrites_only_the_transparency(run, cells):
     assert ov.hideable_codes("density-tumour") == 0
     with pytest.raises(ov.OverlayError):
         ov.png_palette_hide(b"GIF89a", [1])
+
+
+def test_her2_layer_grades_tumour_cells_only(cells):
+    """A run written before grading was limited to tumour cells holds HER2 classes on other
+    cells: the overlay neither draws nor counts them (ASCO/CAP score tumour cells)."""
+    run = ov.run_overlay_build(cells=cells, edges=None, stain="ihc", width=1024, height=1024)
+    her2_by_id = dict(zip(run.ids.tolist(), run.her2.tolist()))
+    assert her2_by_id == {10: 0, 11: ov.HER2_NONE, 12: ov.HER2_NONE}  # "other" cell 12 had null_incomplete
+    summary = ov.layer_summary_of(run)
+    assert summary["her2_counts"]["strong_complete"] == 1 and summary["her2_counts"]["null_incomplete"] == 0
+    assert summary["her2_not_graded"] == 2
+    codes = ov.graded_her2_codes(cells["cls"], cells["her2_class"])
+    assert codes.tolist() == [0, ov.HER2_NONE, ov.HER2_NONE]

@@ -151,7 +151,7 @@ def test_real_cmu1_small_region(shared_file, tmp_path):
                             mpp=0.499, progress=lambda done, total, message: calls.append((done, total, message)))
     run = tmp_path / "run"
     assert _leftovers(tmp_path, {"run"}) == []
-    assert sorted(p.name for p in run.iterdir()) == ["cells.parquet", "summary.json", "tissue.png"]
+    assert sorted(p.name for p in run.iterdir()) == ["cells.parquet", "qc.png", "summary.json", "tissue.png"]
     assert summary.slide_width == 2220 and summary.slide_height == 2967
     assert summary.n_tiles < summary.n_grid_tiles  # glass tiles skipped
     assert summary.n_cells > 500 and sum(summary.class_counts.values()) == summary.n_cells
@@ -169,6 +169,17 @@ def test_real_cmu1_small_region(shared_file, tmp_path):
     assert done == sorted(done) and calls[-1][0] == calls[-1][1] and "done" in calls[-1][2]
     mask = np.asarray(Image.open(run / "tissue.png"))
     assert mask.dtype == np.uint8 and 0.2 < (mask > 0).mean() < 0.7
+    # QC (issue 14 item 20): the blue-green ink flecks at the tissue's edge are found and excluded,
+    # no nucleus is kept on them, and the analysed tiles are listed.
+    qc = np.asarray(Image.open(run / "qc.png"))
+    assert qc.shape == mask.shape and set(np.unique(qc)) <= {0, 1, 2, 3}
+    assert 0.001 < summary.qc["pen_fraction"] < 0.05 and (qc == 2).mean() == summary.qc["pen_fraction"]
+    assert not ((qc == 2) & (mask > 0)).any()  # ink is cut out of the tissue mask
+    ds = summary.tissue["downsample"]
+    on_pen = qc[(cells["y"] / ds).astype(int).clip(0, qc.shape[0] - 1), (cells["x"] / ds).astype(int).clip(0, qc.shape[1] - 1)] == 2
+    assert not on_pen.any()
+    assert summary.qc["cells_on_pen"] > 0 and summary.qc["focus"] == "not assessed"
+    assert len(summary.qc["tiles"]) == summary.n_tiles and all(len(t) == 4 for t in summary.qc["tiles"])
 
 
 def test_ihc_run_on_a_phantom_scores_her2(tmp_path):

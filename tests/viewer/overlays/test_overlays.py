@@ -168,11 +168,21 @@ def test_ihc_her2_layer(phantom_case, client_for, pathologist):
     client = client_for(pathologist)
     layers = {layer["name"]: layer for layer in client.get(f"/api/slides/{slide.pk}/").json()["overlays"]}
     her2 = layers["her2"]
-    assert {e["key"]: e["count"] for e in her2["legend"]} == {
-        h.value: int((cells["her2_class"] == h.value).sum()) for h in ov.HER2_ORDER}
+    # ASCO/CAP grade tumour cells only: the run grades no other class, and the legend counts tumour cells.
+    tumour_cells = cells["cls"] == "tumour"
+    assert (~tumour_cells).any() and cells.loc[~tumour_cells, "her2_class"].isna().all()
+    assert cells.loc[~tumour_cells, "her2_od"].isna().all()
+    counts = {e["key"]: e["count"] for e in her2["legend"]}
+    assert counts == {**{h.value: int((cells["her2_class"][tumour_cells] == h.value).sum()) for h in ov.HER2_ORDER},
+                      "not_graded": int(cells["her2_class"].isna().sum())}
+    not_graded = her2["legend"][-1]
+    assert not_graded["toggle"] is False and not_graded["code"] == -1
+    assert run.her2["n_cells"] == int(cells["her2_class"][tumour_cells].notna().sum())
+    assert 0 <= run.her2["h_score"] <= 300
     assert layers["edges"]["legend"][0]["key"] == "Tstrong-Tstrong"
     response = client.get(her2["viewport_url"], {"x": 0, "y": 0, "width": slide.width, "height": slide.height})
     graded = cells[cells["her2_class"].notna()]
+    assert (graded["cls"] == "tumour").all()
     assert int(response["X-Cell-Count"]) == len(graded)
     records = ov.unpack_cells(response.content)
     truth = graded.set_index("id")["her2_class"]
@@ -232,3 +242,35 @@ def test_anonymous_gets_401(client, phantom_case):
                 f"/api/slides/{slide.pk}/cells/1/", "/api/features/age/",
                 f"/slides/{slide.pk}/overlays/cells.dzi", f"/slides/{slide.pk}/overlays/cells_files/11/0_0.png"):
         assert client.get(url).status_code == 401, url
+
+
+def test_qc_layer_shows_tissue_tiles_and_the_ink_left_out(he_slide, client_for, pathologist):
+    """Issue 14 item 20 on the real CMU-1-Small-Region (blue-green ink at the tissue's edge): the QC
+    layer is listed with what was analysed and left out, and its tiles draw tissue, tile outlines,
+    ink and glass in their legend colours."""
+    run = analysed(he_slide)
+    client = client_for(pathologist)
+    layers = {layer["name"]: layer for layer in client.get(f"/api/slides/{he_slide.pk}/").json()["overlays"]}
+    qc = layers["qc"]
+    assert qc["kind"] == "qc" and "viewport_url" not in qc
+    keys = [e["key"] for e in qc["legend"]]
+    assert keys == ["tissue", "tiles", "pen", "small", "background", "focus"]
+    assert all(e["toggle"] is False for e in qc["legend"])
+    summary = run.summary["qc"]
+    assert f"Tiles analysed: {len(summary['tiles']):,}" == qc["legend"][1]["label"]
+    assert summary["pen_fraction"] > 0.001 and "Pen ink" in qc["legend"][2]["label"]
+    # the whole slide in one tile of a low DZI level: every code present, in the palette colours
+    level = int(np.ceil(np.log2(max(he_slide.width, he_slide.height)))) - 3  # 1/8: 278 x 371 px
+    tile = client.get(f"/slides/{he_slide.pk}/overlays/qc_files/{level}/0_0.png")
+    assert tile.status_code == 200 and tile["Content-Type"] == "image/png"
+    image = Image.open(io.BytesIO(b"".join(tile.streaming_content) if tile.streaming else tile.content))
+    assert image.mode == "P"
+    indices = set(np.unique(np.asarray(image)).tolist())
+    assert {1 + 0, 1 + 1, 1 + 2, ov.QC_TILE} <= indices, indices  # glass, tissue, pen, tile outlines
+    palette = image.getpalette()
+    assert "#%02X%02X%02X" % tuple(palette[3 * 3:3 * 3 + 3]) == qc["legend"][2]["color"]  # pen: palette 1 + 2
+    # a region snapshot (tumour board) composes it too
+    from viewer.overlays.services import overlay_render_region
+
+    region = overlay_render_region(he_slide, ["qc"], 0, 0, he_slide.width, he_slide.height, 200, 267)
+    assert region is not None and np.asarray(region)[..., 3].max() > 0

@@ -167,3 +167,16 @@ def test_cell_graph_edges_table():
     assert edges["length_um"].tolist() == pytest.approx([10.0, 15.0, D_T1_L3])
     with_m = cell_graph_edges(cells=he_slide(), mpp=0.5, stain="he", types=("T", "S", "L", "N", "M"))
     assert set(with_m["pair_type"].cat.categories) >= {"T-T", "T-L"}
+
+
+def test_ihc_non_tumour_cells_called_other_are_in_the_nonT_graphs():
+    """Issue 14 item 4: on IHC the segmenter may call every non-tumour nucleus "other" (the classical
+    IHC segmenter always does); they are the non-tumour side of the IHC block, not left out of it."""
+    as_other = ihc_slide().assign(cls=[T, T, T, T, "other"])
+    f = compute_slide_features(cells=as_other, mpp=0.25, stain="ihc")
+    assert f == compute_slide_features(cells=ihc_slide(), mpp=0.25, stain="ihc")  # same as a stromal cell
+    assert f["ihc_nonT_Tstrong_Degrees"] == 2.0 and f["ihc_nonT_Tstrong_minEdgeLength"] == 20.0
+    edges = cell_graph_edges(cells=as_other, mpp=0.25, stain="ihc")
+    non_tumour = edges[edges["pair_type"].astype(str).str.contains("nonT")]
+    assert sorted(map(tuple, non_tumour[["source", "target"]].values.tolist())) == [(0, 4), (1, 4), (2, 4)]
+    assert set(non_tumour["pair_type"].astype(str)) == {"Tstrong-nonT", "Tweak-nonT"}

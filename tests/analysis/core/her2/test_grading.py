@@ -16,7 +16,9 @@ from analysis.core.her2.grading import (
     classify_membranes,
     grade_her2_image,
     grade_membranes,
+    h_score,
     her2_slide_score,
+    keep_tumour_grades,
     score_cells,
 )
 
@@ -255,7 +257,9 @@ def test_real_skimage_ihc_gives_sane_fractions(shared_file):
     cells = result.cells
     assert len(cells) > 50
     graded = cells["her2_class"].dropna()
-    assert len(graded) > 0.8 * len(cells)
+    tumour = cells["cls"] == "tumour"
+    assert len(graded) > 0.8 * tumour.sum()
+    assert cells.loc[~tumour, "her2_class"].isna().all()  # ASCO/CAP: tumour cells only
     assert set(graded) <= {c.value for c in Her2Class}
     assert cells["her2_completeness"].dropna().between(0, 1).all()
     assert (cells["her2_od"].dropna() >= 0).all() and (cells["her2_od"].dropna() < 2.5).all()
@@ -272,3 +276,43 @@ def test_real_kidney_ihc_runs(shared_file):
     result = grade_her2_image(rgb=rgb, mpp=0.5)
     assert len(result.cells) < 20
     assert result.score is None
+
+
+# ----------------------------------------------------------------------------- tumour cells only
+
+
+def test_only_tumour_cells_are_graded():
+    """A stained ring around a fibroblast nucleus is not graded (ASCO/CAP score tumour cells);
+    the tumour cell beside it keeps its grade, measured with the fibroblast present."""
+    rgb, nuclei = _draw_cells([{"x": 50, "y": 100, "arc": 1.0, "od": 0.5},
+                               {"x": 150, "y": 100, "arc": 1.0, "od": 0.5}])
+    nuclei["cls"] = ["tumour", "stroma"]
+    graded = pd.concat([nuclei, grade_membranes(rgb=rgb, mpp=MPP, nuclei=nuclei)], axis=1)
+    assert graded["her2_class"].tolist() == [SC, SC]  # measured alike
+    kept = keep_tumour_grades(graded)
+    assert kept["her2_class"].tolist() == [SC, None]
+    assert np.isnan(kept.loc[1, ["her2_od", "her2_stained_od", "her2_completeness"]].astype(float)).all()
+    assert kept.loc[0, "her2_od"] == graded.loc[0, "her2_od"]
+    assert graded["her2_class"].tolist() == [SC, SC]  # the input is not changed
+    with pytest.raises(Her2InputError):
+        keep_tumour_grades(nuclei.drop(columns=["cls"]))
+
+
+def test_h_score():
+    # strong 3, weak 2, faint complete 1, none 0; ungraded cells left out.
+    assert h_score(her2_class=[SC, WI, NC, NI, None]) == pytest.approx((3 + 2 + 1 + 0) * 100 / 4)
+    assert h_score(her2_class=[SC] * 5) == 300.0
+    assert h_score(her2_class=[NI, NI]) == 0.0
+    assert h_score(her2_class=[None, float("nan")]) is None
+    with pytest.raises(Her2InputError):
+        h_score(her2_class=["purple"])
+
+
+def test_named_threshold_sets():
+    from analysis.core.her2.grading import HER2_THRESHOLD_SETS, her2_params_named
+
+    assert her2_params_named("phantom") == Her2Params()
+    bci = her2_params_named("bci-provisional")
+    assert (bci.faint_od, bci.weak_od, bci.strong_od) == (0.06, 0.18, 0.60) and set(HER2_THRESHOLD_SETS) == {"phantom", "bci-provisional"}
+    with pytest.raises(Her2InputError, match="bci-provisional"):
+        her2_params_named("lab-x")
