@@ -4,9 +4,8 @@ from __future__ import annotations
 from django import template
 from django.urls import reverse
 
-from cases.models import Her2Score
 from viewer.review import selectors
-from viewer.review.models import ExpectedResponse, Review
+from viewer.review.models import ExpectedResponse, IshResult, Review, ReviewHer2, RiskGroup
 from cases.roles import user_can_edit_cases
 
 register = template.Library()
@@ -40,7 +39,9 @@ def review_panel(context, case):
         "can_review": can_edit,
         "slides": slides,
         "expected_choices": ExpectedResponse.choices,
-        "her2_choices": Her2Score.choices,
+        "her2_choices": ReviewHer2.choices,
+        "ish_choices": IshResult.choices,
+        "risk_choices": RiskGroup.choices,
         "labels": config["labels"],
         "review_config": config,
         "request": request,
