@@ -82,10 +82,11 @@ def feature_label(name: str) -> dict:
 
 
 def feature_labels_json() -> dict:
-    """Everything the page's JavaScript needs: {"features": {raw: {label, unit, text, definition}},
+    """Everything the page's JavaScript needs: {"features": {raw: {label, unit, text}},
     "metrics": {raw metric: 'plain (unit)'}} (the cell inspector shows per-cell sc-MTOP metrics)."""
     names = list(_schema()) + list(CLINICAL)
     return {
-        "features": {name: {k: v for k, v in feature_label(name).items() if k != "name"} for name in names},
+        "features": {name: {k: v for k, v in feature_label(name).items() if k not in ("name", "definition")}
+                     for name in names},
         "metrics": {metric: f"{text} ({METRIC_UNITS[metric]})" for metric, text in METRICS.items()},
     }

@@ -115,8 +115,12 @@ def case_viewer_config(*, case: Case, can_edit: bool, csrf_token: str) -> dict:
         if slide.status == SlideStatus.READY
     ]
     alignment = case_alignment(case)
+    from viewer.cases.feature_labels import feature_labels_json
+
     return {
         "csrfToken": csrf_token,
+        # plain names with units of every model input and graph metric, for the page's scripts
+        "featureLabels": feature_labels_json(),
         "osdImagesUrl": "/static/vendor/openseadragon/images/",
         "caseId": case.pk,
         "slides": slides,

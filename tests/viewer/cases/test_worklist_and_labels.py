@@ -90,3 +90,17 @@ def test_reupload_says_where_the_slide_already_is(client_for, pathologist, he_sl
     text = response.content.decode()
     assert "already there" in text and f"#{he_slide.pk}" in text and "CASE-1" in text and "Imported" not in text
     assert Slide.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_feature_names_reach_the_scripts(client_for, pathologist, case):
+    import json
+
+    client = client_for(pathologist)
+    source = client.get("/api/features/he_T_L_minEdgeLength/").json()
+    assert source["label_text"] == "H&E: shortest edge length, tumour → lymphocyte (µm)"
+    html = client.get("/cases/CASE-1/").content.decode()
+    config = json.loads(re.search(r'<script id="case-viewer-config" type="application/json">(.*?)</script>',
+                                  html, re.S).group(1))
+    assert config["featureLabels"]["features"]["ihc_prop_strong_complete"]["unit"] == "fraction"
+    assert config["featureLabels"]["metrics"]["Degrees"] == "mean degree (edges)"
