@@ -46,3 +46,27 @@ def review_panel(context, case):
         "review_config": config,
         "request": request,
     }
+
+
+def _flatten(value, prefix: str = ""):
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _flatten(item, f"{prefix}{key}.")
+        return
+    if isinstance(value, (list, tuple)):
+        text = ", ".join("–" if v in (None, "") else str(v) for v in value)
+    elif value is None or value == "":
+        text = "–"
+    elif isinstance(value, bool):
+        text = "yes" if value else "no"
+    else:
+        text = str(value)
+    yield prefix.rstrip("."), text
+
+
+@register.filter
+def audit_items(detail) -> list[tuple[str, str]]:
+    """An audit event's detail as readable key/value pairs ("before · age: 51"), not dict text."""
+    if not isinstance(detail, dict):
+        return [("", str(detail))] if detail not in (None, "") else []
+    return [(key.replace("_", " ").replace(".", " · "), text) for key, text in _flatten(detail)]
