@@ -38,6 +38,17 @@ class CaseForm(forms.ModelForm):
 
     def clean(self):
         data = super().clean()
+        old = self.instance if self.instance.pk else None
+        if old is not None:
+            # A value that was derived (it equals what the old inputs give) follows its inputs when
+            # they change; one entered by hand (it differs) is kept.
+            if ((data.get("er_status"), data.get("pr_status")) != (old.er_status, old.pr_status)
+                    and data.get("hr_status") == old.hr_status == hr_status_from(old.er_status, old.pr_status)):
+                data["hr_status"] = ""
+            if ((data.get("clinical_t"), data.get("clinical_n")) != (old.clinical_t, old.clinical_n)
+                    and data.get("clinical_stage") == old.clinical_stage
+                    == anatomic_stage_group(old.clinical_t, old.clinical_n)):
+                data["clinical_stage"] = ""
         er, pr, hr = data.get("er_status", ""), data.get("pr_status", ""), data.get("hr_status", "")
         derived_hr = hr_status_from(er, pr)
         if hr and derived_hr and hr != derived_hr:

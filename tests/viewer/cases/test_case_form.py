@@ -115,3 +115,26 @@ def test_case_whose_inputs_become_complete_gets_scored(client_for, pathologist, 
     assert score.status == ScoreStatus.SCORED and score.risk_group in {"Low", "Medium", "High"}
     phantom_case.refresh_from_db()
     assert phantom_case.clinical_stage == "II" and phantom_case.hr_status == "positive"
+
+
+@pytest.mark.django_db
+def test_derived_values_follow_their_inputs_but_given_ones_stay(client_for, pathologist):
+    from cases.models import Case
+
+    client = client_for(pathologist)
+    _post(client, "/cases/new/", case_id="DERIVE-1", clinical_t="T2", clinical_n="N1", er_status="positive",
+          pr_status="negative")
+    case = Case.objects.get(case_id="DERIVE-1")
+    assert (case.clinical_stage, case.hr_status) == ("II", "positive")
+    # derived: stage and HR follow new T/N and ER/PR
+    _post(client, "/cases/DERIVE-1/edit/", clinical_t="T2", clinical_n="N2", clinical_stage="II",
+          er_status="negative", pr_status="negative", hr_status="positive")
+    case.refresh_from_db()
+    assert (case.clinical_stage, case.hr_status) == ("III", "negative")
+    # given by hand (differs from the derived III): kept when T/N change
+    _post(client, "/cases/DERIVE-1/edit/", clinical_t="T2", clinical_n="N2", clinical_stage="II",
+          er_status="negative", pr_status="negative", hr_status="negative")
+    _post(client, "/cases/DERIVE-1/edit/", clinical_t="T3", clinical_n="N2", clinical_stage="II",
+          er_status="negative", pr_status="negative", hr_status="negative")
+    case.refresh_from_db()
+    assert case.clinical_stage == "II"
