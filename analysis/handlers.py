@@ -103,7 +103,9 @@ def analyze_slide(job, context) -> dict:
         from analysis.scoring import score_enqueue
 
         score_enqueue(case=slide.case)  # new features: the case's score follows
-    return {"run": run.pk, "cells": run.n_cells, "features": features.status, "warnings": summary.get("warnings", [])}
+    return {"run": run.pk, "cells": run.n_cells, "features": features.status, "warnings": summary.get("warnings", []),
+            "message": f"Finished: {run.n_cells:,} cells"
+                       + ("" if not features.reason else "; slide features not computed")}
 
 
 @job_handler(JobKind.SCORE_CASE)
@@ -119,4 +121,8 @@ def score_case(job, context) -> dict:
         raise JobFailure(str(exc)) from exc
     if score.message:
         context.log(score.message)
-    return {"score": score.pk, "status": score.status, "risk_group": score.risk_group}
+    if score.status != "scored":  # the job ran, the case is not scored: say so, not "succeeded"
+        return {"score": score.pk, "status": score.status, "risk_group": "",
+                "message": f"Not scored: {score.message}"}
+    return {"score": score.pk, "status": score.status, "risk_group": score.risk_group,
+            "message": f"Scored: {score.score:.0f}, {score.risk_group} risk"}

@@ -60,6 +60,19 @@ class Job(models.Model):
     def is_active(self) -> bool:
         return self.status in ACTIVE_STATUSES
 
+    @property
+    def outcome(self) -> str:
+        """The status as the user should read it: a scoring job that ran but could not score
+        (inputs missing) is 'not_scored', not 'succeeded'."""
+        if (self.status == JobStatus.SUCCEEDED and self.kind == JobKind.SCORE_CASE
+                and (self.result or {}).get("status") == "missing_inputs"):
+            return "not_scored"
+        return self.status
+
+    @property
+    def outcome_display(self) -> str:
+        return "Not scored" if self.outcome == "not_scored" else self.get_status_display()
+
 
 class AnalysisRun(models.Model):
     """A finished cell analysis of one slide; its files live in LADDER_RUNS_DIR/<run_dir>."""

@@ -320,7 +320,8 @@ if PRODUCTION:
     SECURE_HSTS_PRELOAD = True
 
 LANGUAGE_CODE = "en-gb"
-TIME_ZONE = "UTC"
+# Times on pages and in board records are shown in this zone (an IANA name, e.g. Europe/London).
+TIME_ZONE = os.environ.get("LADDER_TIME_ZONE", "UTC")
 USE_I18N = True
 USE_TZ = True
 

@@ -155,11 +155,22 @@ def job_execute(job: Job, *, on_progress=None) -> Job:
         result=result,
         finished_at=timezone.now(),
         progress=1.0 if status == JobStatus.SUCCEEDED else F("progress"),
+        # a finished job says how it ended, not its last progress line ("tile 4/6: 553 cells")
+        message=_final_message(status, result),
         eta_seconds=None,
         heartbeat_at=timezone.now(),
     )
     job.refresh_from_db()
     return job
+
+
+def _final_message(status: str, result) -> str:
+    if status == JobStatus.SUCCEEDED:
+        text = result.get("message") if isinstance(result, dict) else ""
+        return str(text or "Finished")[:255]
+    if status == JobStatus.CANCELLED:
+        return "Cancelled"
+    return "Failed"
 
 
 def job_run(job_id: int) -> Job | None:

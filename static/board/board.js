@@ -374,11 +374,8 @@ function overlayLayers(state, paneIndex) {
   return { names: [], opacity: 1, hidden: {} };
 }
 
-async function snapshot() {
-  const viewer = board.viewer;
-  if (!viewer) { toast('No slide to snapshot.', 'error'); return; }
-  const index = Math.max(0, viewer.panes.findIndex((p) => p.slide?.id === board.activeSlide));
-  const pane = viewer.panes[index];
+function paneRequest(pane, index) {
+  // a pane's viewport in level-0 px of its slide, at the screen's pixel size, with its overlays
   const rect = pane.overlayRoot.getBoundingClientRect();
   const corners = [[0, 0], [rect.width, 0], [0, rect.height], [rect.width, rect.height]]
     .map(([x, y]) => pane.elementToImage({ x, y }));
@@ -387,16 +384,29 @@ async function snapshot() {
   const width = Math.max(...xs) - x; const height = Math.max(...ys) - y;
   const outWidth = Math.max(16, Math.min(2048, Math.round(rect.width * (window.devicePixelRatio || 1))));
   const layers = overlayLayers(overlaysState(), index);
+  return {
+    slide: pane.slide.id, x, y, width, height, out_width: outWidth,
+    out_height: Math.max(16, Math.min(4096, Math.round(outWidth * height / width))),
+    layers: layers.names, overlay_opacity: layers.opacity, hidden: layers.hidden,
+  };
+}
+
+async function snapshot() {
+  const viewer = board.viewer;
+  if (!viewer) { toast('No slide to snapshot.', 'error'); return; }
+  // what the presenter sees: every pane on screen, left to right (H&E and IHC side by side)
+  const shown = viewer.panes.map((pane, index) => ({ pane, index }))
+    .filter(({ pane }) => pane.slide && pane.overlayRoot.getBoundingClientRect().width > 0);
+  if (!shown.length) { toast('No slide to snapshot.', 'error'); return; }
+  const [first, ...rest] = shown.map(({ pane, index }) => paneRequest(pane, index));
+  const labels = shown.map(({ pane }) => pane.slide.label || '').filter(Boolean).join(' + ');
   const button = $('board-snapshot');
   button.disabled = true;
   try {
     const record = await postJson(config.snapshotsUrl, {
-      slide: pane.slide.id, x, y, width, height, out_width: outWidth,
-      out_height: Math.max(16, Math.min(4096, Math.round(outWidth * height / width))),
-      caption: $('board-caption').value || `${config.caseLabel} · ${pane.slide.label || ''}`,
-      layers: layers.names,
-      overlay_opacity: layers.opacity,
-      hidden: layers.hidden,
+      ...first,
+      caption: $('board-caption').value || `${config.caseLabel} · ${labels}`,
+      ...(rest.length ? { panes: rest } : {}),
     });
     addRecord(record);
     toast('Snapshot saved to the board record.');
@@ -408,15 +418,24 @@ async function snapshot() {
 }
 
 async function summary() {
+  // feedback while the server writes the PDF (a few seconds), then where it went
   const button = $('board-summary');
+  const label = button.textContent;
   button.disabled = true;
+  button.setAttribute('aria-busy', 'true');
+  button.textContent = 'Making PDF…';
   try {
-    addRecord(await postJson(config.summariesUrl, { case: config.caseId }));
-    toast('Case summary (PDF) saved to the board record.');
+    const record = await postJson(config.summariesUrl, { case: config.caseId });
+    addRecord(record);
+    button.textContent = 'PDF saved ✓';
+    toast('Case summary (PDF) saved to the board record (listed under “Board record”).');
+    setTimeout(() => { button.textContent = label; }, 2500);
   } catch (error) {
+    button.textContent = label;
     toast(`Summary failed: ${error.message}`, 'error');
   } finally {
     button.disabled = false;
+    button.removeAttribute('aria-busy');
   }
 }
 

@@ -13,18 +13,36 @@ function formatEta(seconds) {
   return `about ${Math.ceil(seconds / 60)} min left`;
 }
 
+function dropFinishedJobMessages(jobs) {
+  // "Analysis of … queued (job #n)" goes when job n is no longer queued or running
+  for (const job of jobs) {
+    if (job.status === "queued" || job.status === "running") continue;
+    document.querySelectorAll(`.messages .message.job-${job.id}`).forEach((item) => item.remove());
+  }
+  const box = document.querySelector(".messages");
+  if (box && !box.children.length) box.remove();
+}
+
 function render(jobs) {
+  dropFinishedJobMessages(jobs);
   const canEdit = list.dataset.canEdit === "1";
   list.replaceChildren(...(jobs.length ? jobs : [null]).map((job) => {
     const li = document.createElement("li");
     if (!job) { li.className = "muted"; li.textContent = "No jobs yet."; return li; }
-    li.className = `job status-${job.status}`;
+    const outcome = job.outcome || job.status;
+    li.className = `job status-${outcome}`;
     li.dataset.jobId = job.id;
     const head = document.createElement("div");
     head.className = "jobhead";
     head.innerHTML = `<strong></strong> <span class="status"></span>`;
     head.querySelector("strong").textContent = job.kind_display;
-    head.querySelector(".status").textContent = job.status;
+    if (job.slide_name) {  // which slide: a case has an H&E and an IHC analysis
+      const slide = document.createElement("span");
+      slide.className = "jobslide";
+      slide.textContent = ` · ${job.slide_name}`;
+      head.querySelector("strong").append(slide);
+    }
+    head.querySelector(".status").textContent = job.outcome_display || job.status;
     const bar = document.createElement("progress");
     bar.max = 1; bar.value = job.progress;
     bar.setAttribute("aria-label", `${job.kind_display} progress`);

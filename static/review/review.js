@@ -22,8 +22,10 @@ async function save(submitted) {
   const body = {
     version: Number(form.dataset.version || 0),
     agrees: agrees === null ? null : agrees === 'true',
+    risk_group: data.get('risk_group') || '',
     expected_response: data.get('expected_response') || '',
     her2_score: data.get('her2_score') || '',
+    ish_result: data.get('ish_result') || '',
     confidence: data.get('confidence') ? Number(data.get('confidence')) : null,
     comment: data.get('comment') || '',
     submitted,
@@ -39,7 +41,8 @@ async function save(submitted) {
     return;
   }
   if (!response.ok) {
-    const messages = Object.entries(reply).map(([k, v]) => `${k}: ${[].concat(v).join(' ')}`).join('; ');
+    // the server's messages say what to do in the form's words: no internal field names
+    const messages = Object.values(reply).map((v) => [].concat(v).join(' ')).join(' ');
     showStatus(`Not saved: ${messages || response.status}`, { error: true });
     return;
   }

@@ -565,7 +565,7 @@ class PaneOverlays {
       table.append(el('thead', {}, [el('tr', {}, [el('th', { text: 'metric' }), ...pairs.map((p) => el('th', { text: p }))])]));
       const body = el('tbody');
       for (const m of metrics) {
-        body.append(el('tr', {}, [el('td', { text: m }), ...pairs.map((p) => el('td', { text: fmt(graph[p]?.[m]),
+        body.append(el('tr', {}, [el('td', { text: cell.metric_labels?.[m] || m, attrs: { title: m } }), ...pairs.map((p) => el('td', { text: fmt(graph[p]?.[m]),
           attrs: { 'data-pair': p, 'data-metric': m } }))]));
       }
       table.append(body);
@@ -771,7 +771,7 @@ class CaseOverlays {
       this._notice(name, pane.layers.length ? 'no matching layer' : 'the slide has no analysis yet');
       return { pane: pane.index, feature, masks };
     }
-    pane.setHighlight(masks, name);
+    pane.setHighlight(masks, feature.label_text || name);
     document.dispatchEvent(new CustomEvent('caseoverlays:highlight', { detail: { feature: name, pane: pane.index } }));
     return { pane: pane.index, feature, masks: { ...masks } };
   }

@@ -63,6 +63,20 @@ class BoardCreateInput(serializers.Serializer):
     title = serializers.CharField(required=False, allow_blank=True, max_length=200)
 
 
+class PaneInput(serializers.Serializer):
+    slide = serializers.IntegerField(min_value=1)
+    x = serializers.FloatField()
+    y = serializers.FloatField()
+    width = serializers.FloatField(min_value=1)
+    height = serializers.FloatField(min_value=1)
+    out_width = serializers.IntegerField(min_value=16, max_value=services.MAX_SNAPSHOT_SIDE)
+    out_height = serializers.IntegerField(min_value=16, max_value=services.MAX_SNAPSHOT_SIDE, required=False)
+    layers = serializers.ListField(child=serializers.CharField(max_length=64), required=False, max_length=20)
+    overlay_opacity = serializers.FloatField(required=False, min_value=0, max_value=1, default=1.0)
+    hidden = serializers.DictField(
+        child=serializers.ListField(child=serializers.CharField(max_length=64), max_length=256), required=False)
+
+
 class SnapshotInput(serializers.Serializer):
     slide = serializers.IntegerField(min_value=1)
     x = serializers.FloatField(help_text="Viewport left, level-0 px")
@@ -77,6 +91,10 @@ class SnapshotInput(serializers.Serializer):
     hidden = serializers.DictField(
         child=serializers.ListField(child=serializers.CharField(max_length=64), max_length=256), required=False,
         help_text='Legend keys left out per layer, as unticked in the viewer: {"cells": ["stroma"], "edges": ["T-S"]}')
+    panes = serializers.ListField(
+        child=PaneInput(), required=False, max_length=3,
+        help_text="The other panes shown beside the first (e.g. the IHC next to the H&E), same fields: "
+                  "the PNG shows them side by side, as the presenter sees them")
 
 
 class SummaryInput(serializers.Serializer):
@@ -156,6 +174,10 @@ class BoardSnapshotView(APIView):
         slide = Slide.objects.select_related("case").filter(pk=values.pop("slide")).first()
         if slide is None:
             return _bad("Unknown slide.", status.HTTP_404_NOT_FOUND)
+        for pane in values.get("panes") or []:
+            pane["slide"] = Slide.objects.select_related("case").filter(pk=pane["slide"]).first()
+            if pane["slide"] is None:
+                return _bad("Unknown slide.", status.HTTP_404_NOT_FOUND)
         try:
             record = services.board_snapshot_create(session=session, user=request.user, slide=slide, **values)
         except services.BoardEndedError as exc:

@@ -89,3 +89,60 @@ def board_record_url(record: BoardRecord) -> str:
 def board_participants(session: BoardSession) -> list[dict]:
     return [{"id": p.user_id, "username": p.user.get_username()}
             for p in session.participants.select_related("user").order_by("joined_at")]
+
+
+def board_case_discussion(case) -> dict:
+    """What the board discusses beside the score: the case's reviews and its open annotations
+    (every annotation marks where a reviewer disagrees with the automated result: misclassified
+    cells, missed tumour, HER2 grade wrong, artefact), each with the bounding box the presenter
+    jumps to (level-0 px of its slide)."""
+    from django.utils import timezone
+
+    from viewer.review import selectors as review_selectors
+
+    reviews = []
+    for r in review_selectors.case_reviews(case):
+        call = "no call" if r.agrees is None else ("agrees" if r.agrees else "disagrees")
+        reviews.append({
+            "reviewer": r.reviewer.get_username(), "call": call, "model_risk_group": r.model_risk_group,
+            "risk_group": r.risk_group, "her2": r.get_her2_score_display() if r.her2_score else "",
+            "automated_her2": r.automated_her2, "ish": r.get_ish_result_display() if r.ish_result else "",
+            "expected": r.get_expected_response_display() if r.expected_response else "",
+            "confidence": r.confidence, "comment": r.comment, "submitted": r.submitted,
+            "disagreement": r.is_disagreement, "saved": f"{timezone.localtime(r.updated_at):%Y-%m-%d %H:%M}",
+        })
+    annotations = []
+    for stain in ("he", "ihc"):
+        slide = case.slide_for(stain)
+        if slide is None:
+            continue
+        for a in review_selectors.slide_annotations(slide):
+            points = _geometry_points(a.geometry)
+            if not points:
+                continue
+            xs, ys = [p[0] for p in points], [p[1] for p in points]
+            annotations.append({
+                "id": a.pk, "slide": slide.pk, "stain": stain, "stain_label": slide.get_stain_display(),
+                "label": a.label.name, "color": a.label.color, "shape": a.get_shape_display(),
+                "author": a.author.get_username() if a.author else "", "comment": a.comment,
+                "bbox": [min(xs), min(ys), max(xs), max(ys)],
+            })
+    return {"reviews": reviews, "annotations": annotations,
+            "disagreements": sum(1 for r in reviews if r["disagreement"] and r["submitted"])}
+
+
+def _geometry_points(geometry) -> list[tuple[float, float]]:
+    """The vertices of a GeoJSON Point / Polygon / MultiPolygon (level-0 px)."""
+    if not isinstance(geometry, dict):
+        return []
+    kind, coords = geometry.get("type"), geometry.get("coordinates")
+    try:
+        if kind == "Point":
+            return [(float(coords[0]), float(coords[1]))]
+        if kind == "Polygon":
+            return [(float(x), float(y)) for ring in coords for x, y, *_ in ring]
+        if kind == "MultiPolygon":
+            return [(float(x), float(y)) for poly in coords for ring in poly for x, y, *_ in ring]
+    except (TypeError, ValueError, IndexError):
+        return []
+    return []

@@ -189,19 +189,12 @@ def _overlay_region(slide: Slide, layers: list[str], x, y, width, height, out_wi
         return None
 
 
-def board_snapshot_create(*, session: BoardSession, user, slide: Slide, x: float, y: float, width: float,
-                          height: float, out_width: int, out_height: int | None = None, caption: str = "",
-                          layers: list[str] | None = None, overlay_opacity: float = 1.0,
-                          hidden: dict[str, list[str]] | None = None) -> BoardRecord:
-    """A PNG of a slide region (level-0 px) at the given output size, with overlays (without the
-    legend entries `hidden` per layer, as the presenter unticked them) and a caption."""
+def _pane_render(*, slide: Slide, x, y, width, height, out_width, out_height=None, layers=None,
+                 overlay_opacity: float = 1.0, hidden=None):
+    """One pane's view (region + overlays + scale bar) and what the record keeps of it."""
     from analysis.core.slides.reader import SlideReader
-    from viewer.board.render import png_bytes, snapshot_compose
+    from viewer.board.render import pane_view
 
-    if not user_can_record(user):
-        raise BoardPermissionError("Your account has no role that may add to the board record.")
-    board_ensure_open(session)
-    _session_case(session, slide.case)
     if slide.status != SlideStatus.READY:
         raise BoardError("The slide is not ready.")
     values = [x, y, width, height]
@@ -231,48 +224,95 @@ def board_snapshot_create(*, session: BoardSession, user, slide: Slide, x: float
     finally:
         reader.close()
     overlay = _overlay_region(slide, layers or [], ix, iy, iw, ih, out_width, out_height, hidden=hidden)
-    case = slide.case
-    caption = (caption or "").strip()[:500]
     um_per_px = slide.mpp_x * iw / out_width if slide.mpp_x else None
-    subtitle = (f"{case.case_id}{' (synthetic demo)' if case.is_demo else ''} · {slide.get_stain_display()} "
-                f"{slide.name} · x {ix}, y {iy}, {iw} × {ih} px level 0 · {session} · "
-                f"{timezone.now():%Y-%m-%d %H:%M} UTC")
-    image = snapshot_compose(region=region, overlay=overlay, caption=caption, subtitle=subtitle,
-                             um_per_px=um_per_px, overlay_opacity=float(overlay_opacity))
+    view = pane_view(region=region, overlay=overlay, um_per_px=um_per_px, overlay_opacity=float(overlay_opacity))
+    meta = {"slide": slide.pk, "x": ix, "y": iy, "width": iw, "height": ih, "out_width": out_width,
+            "out_height": out_height, "layers": list(layers or []), "overlay": overlay is not None}
+    return view, meta
+
+
+def board_snapshot_create(*, session: BoardSession, user, slide: Slide, x: float, y: float, width: float,
+                          height: float, out_width: int, out_height: int | None = None, caption: str = "",
+                          layers: list[str] | None = None, overlay_opacity: float = 1.0,
+                          hidden: dict[str, list[str]] | None = None,
+                          panes: list[dict] | None = None) -> BoardRecord:
+    """A PNG of a slide region (level-0 px) at the given output size, with overlays (without the
+    legend entries `hidden` per layer, as the presenter unticked them) and a caption.
+
+    `panes`: the other panes the presenter sees beside it (the IHC next to the H&E), each
+    {"slide": Slide, x, y, width, height, out_width, out_height?, layers?, overlay_opacity?, hidden?}
+    of the same case; the PNG shows them side by side, left to right, under one caption."""
+    from viewer.board.render import caption_below, panes_side_by_side, png_bytes
+
+    if not user_can_record(user):
+        raise BoardPermissionError("Your account has no role that may add to the board record.")
+    board_ensure_open(session)
+    _session_case(session, slide.case)
+    case = slide.case
+    views, metas, described = [], [], []
+    for pane in [{"slide": slide, "x": x, "y": y, "width": width, "height": height, "out_width": out_width,
+                  "out_height": out_height, "layers": layers, "overlay_opacity": overlay_opacity,
+                  "hidden": hidden}, *(panes or [])]:
+        pane_slide = pane["slide"]
+        if pane_slide.case_id != case.pk:
+            raise BoardError("All panes of a snapshot must show slides of the same case.")
+        view, meta = _pane_render(**pane)
+        views.append((pane_slide.get_stain_display(), view))
+        metas.append(meta)
+        described.append(f"{pane_slide.get_stain_display()} {pane_slide.name} · x {meta['x']}, y {meta['y']}, "
+                         f"{meta['width']} × {meta['height']} px level 0")
+    caption = (caption or "").strip()[:500]
+    subtitle = (f"{case.case_id}{' (synthetic demo)' if case.is_demo else ''} · {' | '.join(described)} · "
+                f"{session} · {timezone.localtime():%Y-%m-%d %H:%M %Z}")
+    image = caption_below(panes_side_by_side(views if len(views) > 1 else [("", views[0][1])]),
+                          caption=caption, subtitle=subtitle)
     data = png_bytes(image)
+    first = metas[0]
+    viewport = {k: v for k, v in first.items() if k != "slide"}
+    if len(metas) > 1:
+        viewport["panes"] = metas
     record = BoardRecord.objects.create(
         session=session, case=case, slide=slide, kind=RecordKind.SNAPSHOT, caption=caption,
-        viewport={"x": ix, "y": iy, "width": iw, "height": ih, "out_width": out_width, "out_height": out_height,
-                  "layers": list(layers or []), "overlay": overlay is not None},
-        file_name="", size_bytes=len(data), created_by=user)
+        viewport=viewport, file_name="", size_bytes=len(data), created_by=user)
     record.file_name = f"snapshot-{record.pk}.png"
     _write_atomic(board_dir(session), record.file_name, data)
     record.save(update_fields=["file_name"])
     audit_record(user=user, action="board.snapshot", case=case, slide=slide,
-                 detail={"session": session.pk, "record": record.pk})
+                 detail={"session": session.pk, "record": record.pk, "panes": len(metas)})
     return record
 
 
-def _review_items(case: Case) -> tuple[list[dict] | None, list[dict] | None]:
-    """The case's reviews and its slides' annotations (viewer.review) for the PDF summary."""
-    reviews = [{"text": _describe(r)} for r in review_selectors.case_reviews(case)]
+def _local_minute(moment) -> str:
+    """A time as the board record prints it: local (settings.TIME_ZONE), to the minute."""
+    return f"{timezone.localtime(moment):%Y-%m-%d %H:%M}" if moment else ""
+
+
+def _review_items(case: Case) -> tuple[list[dict], list[dict]]:
+    """The case's reviews and its slides' annotations (viewer.review), as rows of the PDF's tables."""
+    reviews = []
+    for r in review_selectors.case_reviews(case):
+        call = "no call" if r.agrees is None else ("agrees" if r.agrees else "disagrees")
+        reviews.append({
+            "reviewer": r.reviewer.get_username(),
+            "call": f"{call} with {r.model_risk_group}" if r.model_risk_group and r.agrees is not None else call,
+            "risk_group": getattr(r, "risk_group", ""),
+            "expected": r.get_expected_response_display() if r.expected_response else "",
+            "her2": (f"{r.get_her2_score_display()} ({r.automated_her2 or '–'})" if r.her2_score else ""),
+            "ish": r.get_ish_result_display() if getattr(r, "ish_result", "") else "",
+            "confidence": f"{r.confidence}/5" if r.confidence else "",
+            "status": ("submitted" if r.submitted else "draft") + (" · disagreement" if r.is_disagreement else ""),
+            "saved": _local_minute(r.updated_at),
+            "comment": r.comment,
+        })
     annotations = []
     for slide in case.slides.all():
-        annotations += [{"text": f"{slide.get_stain_display()}: {_describe(a)}"}
-                        for a in review_selectors.slide_annotations(slide)]
+        for a in review_selectors.slide_annotations(slide):
+            annotations.append({
+                "slide": slide.get_stain_display(), "label": a.label.name, "shape": a.get_shape_display(),
+                "author": a.author.get_username() if a.author else "", "comment": a.comment,
+                "updated": _local_minute(a.updated_at),
+            })
     return reviews, annotations
-
-
-def _describe(item) -> str:
-    if isinstance(item, dict):
-        return "; ".join(f"{k}: {v}" for k, v in item.items() if k not in {"id", "geometry", "body", "target"})
-    parts = []
-    for field in ("created_by", "user", "author", "verdict", "agreement", "decision", "label", "comment", "text",
-                  "created_at"):
-        value = getattr(item, field, None)
-        if value not in (None, ""):
-            parts.append(f"{field.replace('_', ' ')}: {value}")
-    return "; ".join(parts) or str(item)
 
 
 def board_summary_create(*, session: BoardSession, user, case: Case) -> BoardRecord:
@@ -324,7 +364,7 @@ def board_summary_create(*, session: BoardSession, user, case: Case) -> BoardRec
                 snapshots.append((record.caption or f"Snapshot {record.pk}", image.copy()))
     data = summary_pdf(title=f"{case.case_id} · {session}", case={"case_id": case.case_id, "rows": rows},
                        score=score, thumbnails=thumbnails, reviews=reviews, annotations=annotations,
-                       snapshots=snapshots, made_by=user.get_username(), made_at=timezone.now())
+                       snapshots=snapshots, made_by=user.get_username(), made_at=timezone.localtime())
     record = BoardRecord.objects.create(session=session, case=case, kind=RecordKind.SUMMARY,
                                         caption=f"Case summary {case.case_id}", file_name="",
                                         size_bytes=len(data), created_by=user)

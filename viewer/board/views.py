@@ -64,6 +64,8 @@ def board_detail(request, pk: int):
         "csrfToken": csrf,
         "canRecord": services.user_can_record(request.user),
     }
+    discussion = selectors.board_case_discussion(case) if case else None
+    board_config["annotations"] = discussion["annotations"] if discussion else []
     return render(request, "board/session.html", {
         "session": session,
         "case": case,
@@ -76,6 +78,7 @@ def board_detail(request, pk: int):
         "board_config": board_config,
         "records": [(r, selectors.board_record_url(r)) for r in selectors.board_records(session)],
         "is_driver": session.driver_id == request.user.pk,
+        "discussion": discussion,
     })
 
 

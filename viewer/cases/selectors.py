@@ -8,10 +8,48 @@ from analysis.models import ACTIVE_STATUSES, Job
 from cases.models import Case, Slide, SlideAlignment, SlideStatus, Stain
 
 
-def case_list(*, query: str = "", status: str = "", her2: str = "", has_slides: str = "") -> QuerySet[Case]:
+# Worklist columns that sort: ?sort=<key> ascending, ?sort=-<key> descending.
+WORKLIST_SORTS = {
+    "case": ("case_id",),
+    "score": ("latest_score",),
+    "risk": ("risk_order",),
+    "her2": ("her2_order",),
+    "review": ("review_order", "reviews_submitted"),
+    "status": ("status",),
+}
+HER2_ORDER = {"0": 0, "1+": 1, "2+": 2, "3+": 3}
+
+
+def case_list(*, query: str = "", status: str = "", her2: str = "", has_slides: str = "",
+              sort: str = "") -> QuerySet[Case]:
+    """The worklist: cases with their slide count, running jobs, latest HER2-LADDER score and
+    risk group, the automated HER2 score of the latest IHC analysis, and review counts."""
+    from django.db.models import Case as When_, IntegerField, OuterRef, Subquery, Value, When
+    from django.db.models.fields.json import KeyTextTransform
+
+    from analysis.models import AnalysisRun, CaseScore
+
+    latest = CaseScore.objects.filter(case=OuterRef("pk")).order_by("-created_at")
+    latest_ihc_run = AnalysisRun.objects.filter(slide__case=OuterRef("pk"), slide__stain=Stain.IHC).order_by("-created_at")
     cases = Case.objects.annotate(
         slide_count=Count("slides", distinct=True),
         active_jobs=Count("jobs", filter=Q(jobs__status__in=ACTIVE_STATUSES), distinct=True),
+        latest_score=Subquery(latest.values("score")[:1]),
+        latest_risk=Subquery(latest.values("risk_group")[:1]),
+        auto_her2=Subquery(latest_ihc_run.annotate(s=KeyTextTransform("score", "her2")).values("s")[:1]),
+        reviews_submitted=Count("reviews", filter=Q(reviews__submitted=True), distinct=True),
+        reviews_draft=Count("reviews", filter=Q(reviews__submitted=False), distinct=True),
+        disagreements=Count("reviews", filter=Q(reviews__is_disagreement=True, reviews__submitted=True),
+                            distinct=True),
+    ).annotate(
+        risk_order=When_(*[When(latest_risk=g, then=Value(i)) for i, g in enumerate(("Low", "Medium", "High"))],
+                         default=Value(None), output_field=IntegerField()),
+        her2_order=When_(*[When(her2_ihc=v, then=Value(i)) for v, i in HER2_ORDER.items()],
+                         *[When(auto_her2=v, then=Value(i)) for v, i in HER2_ORDER.items()],
+                         default=Value(None), output_field=IntegerField()),
+        # not reviewed < drafts only < reviewed < disagreement (what needs attention sorts last ascending)
+        review_order=When_(When(disagreements__gt=0, then=Value(3)), When(reviews_submitted__gt=0, then=Value(2)),
+                           When(reviews_draft__gt=0, then=Value(1)), default=Value(0), output_field=IntegerField()),
     )
     if query:
         cases = cases.filter(Q(case_id__icontains=query) | Q(regimen__icontains=query) | Q(notes__icontains=query))
@@ -23,7 +61,25 @@ def case_list(*, query: str = "", status: str = "", her2: str = "", has_slides: 
         cases = cases.filter(slides__stain=Stain.HE).filter(slides__stain=Stain.IHC).distinct()
     elif has_slides == "none":
         cases = cases.filter(slide_count=0)
+    key = sort.lstrip("-")
+    if key in WORKLIST_SORTS:
+        from django.db.models import F
+
+        descending = sort.startswith("-")
+        order = [(F(f).desc(nulls_last=True) if descending else F(f).asc(nulls_last=True)) for f in WORKLIST_SORTS[key]]
+        return cases.order_by(*order, "case_id")
     return cases.order_by("case_id")
+
+
+def case_thumbnails(case: Case, *, size: int = 96) -> list[dict]:
+    """The worklist's thumbnails of a case: its shown H&E and IHC slides, when ready."""
+    thumbs = []
+    for stain in (Stain.HE, Stain.IHC):
+        slide = next((s for s in case.slides.all() if s.stain == stain and s.status == SlideStatus.READY), None)
+        if slide is not None:
+            thumbs.append({"url": f"{slide_thumbnail_url(slide)}?size={size}", "label": slide.get_stain_display(),
+                           "name": slide.name})
+    return thumbs
 
 
 def slide_dzi_url(slide: Slide) -> str:
@@ -59,8 +115,12 @@ def case_viewer_config(*, case: Case, can_edit: bool, csrf_token: str) -> dict:
         if slide.status == SlideStatus.READY
     ]
     alignment = case_alignment(case)
+    from viewer.cases.feature_labels import feature_labels_json
+
     return {
         "csrfToken": csrf_token,
+        # plain names with units of every model input and graph metric, for the page's scripts
+        "featureLabels": feature_labels_json(),
         "osdImagesUrl": "/static/vendor/openseadragon/images/",
         "caseId": case.pk,
         "slides": slides,
@@ -93,9 +153,11 @@ def feature_rows(features) -> list[dict]:
 
     if features is None or not features.values:
         return []
+    from viewer.cases.feature_labels import feature_label
+
     schema = {entry["name"]: entry for entry in load_schema()["features"]}
     return [
-        {"name": name, "value": value, "unit": schema.get(name, {}).get("unit", ""),
+        {"name": name, "value": value, "unit": feature_label(name)["unit"], "label": feature_label(name)["label"],
          "definition": schema.get(name, {}).get("definition", "")}
         for name, value in features.values.items()
     ]
@@ -127,21 +189,51 @@ RISK_IMPLICATIONS = {  # what the study attached to each group; shown as researc
 
 def attribution_waterfall(*, score, top: int = 12) -> dict:
     """Plotly waterfall of the largest attributions on the HER2-LADDER score scale."""
+    from viewer.cases.feature_labels import feature_label
+
     rows = score.attributions[:top]
     rest = sum(-100.0 * r["attribution"] for r in score.attributions[top:])
     base = 100.0 * (1.0 - score.base_value)
-    labels = ["average case"] + [r["feature"] for r in rows] + (["other inputs"] if len(score.attributions) > top else [])
+    more = len(score.attributions) > top
+    # plain names on the axis; the raw name in the hover (customdata)
+    labels = ["average case"] + [feature_label(r["feature"])["text"] for r in rows] + (["other inputs"] if more else [])
+    raw = [""] + [r["feature"] for r in rows] + ([""] if more else []) + [""]
     values = [base] + [-100.0 * r["attribution"] for r in rows] + ([rest] if len(score.attributions) > top else [])
     measures = ["absolute"] + ["relative"] * (len(values) - 1)
     return {
         "data": [{"type": "waterfall", "orientation": "h", "y": labels + ["this case"], "x": values + [score.score],
                   "measure": measures + ["total"], "increasing": {"marker": {"color": "#D55E00"}},
                   "decreasing": {"marker": {"color": "#0072B2"}}, "totals": {"marker": {"color": "#555555"}},
-                  "connector": {"line": {"color": "#bbbbbb"}}}],
+                  "connector": {"line": {"color": "#bbbbbb"}}, "customdata": raw,
+                  "hovertemplate": "%{y}<br>%{customdata}<br>%{x:.1f}<extra></extra>"}],
         "layout": {"title": {"text": "What moved the score"},
                    "yaxis": {"autorange": "reversed", "automargin": True}, "xaxis": {"title": {"text": "HER2-LADDER score"}},
                    "showlegend": False},
     }
+
+
+def attribution_display_value(row: dict) -> str:
+    """The input's value as the table shows it: numbers to 3 significant digits, categorical
+    inputs (hr_status 'negative', clinical_t 'T2', ...) as they are, imputed ones say so."""
+    value = row.get("value")
+    if row.get("imputed"):
+        return "imputed"
+    if value is None or value == "":
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, (int, float)):
+        return f"{value:.3g}" if isinstance(value, float) else str(value)
+    return str(value)
+
+
+def attribution_row(row: dict) -> dict:
+    """A stored attribution with what the views show: plain name, unit, display value, Δ score."""
+    from viewer.cases.feature_labels import feature_label
+
+    label = feature_label(row["feature"])
+    return {**row, "score_attribution": -100.0 * row["attribution"], "label": label["label"],
+            "unit": label["unit"], "label_text": label["text"], "display_value": attribution_display_value(row)}
 
 
 def case_score_panel(case: Case) -> dict | None:
@@ -152,8 +244,6 @@ def case_score_panel(case: Case) -> dict | None:
         return None
     panel = {"score": score, "model": score.model, "implication": RISK_IMPLICATIONS.get(score.risk_group, "")}
     if score.status == "scored":
-        panel["attributions"] = [
-            {**row, "score_attribution": -100.0 * row["attribution"]} for row in score.attributions[:10]
-        ]
+        panel["attributions"] = [attribution_row(row) for row in score.attributions[:10]]
         panel["waterfall"] = attribution_waterfall(score=score)
     return panel

@@ -1,6 +1,8 @@
 """HTML pages: worklist and case page. Thin: selectors read, services write."""
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.middleware.csrf import get_token
@@ -11,7 +13,9 @@ from analysis.models import JobStatus
 from viewer.cases import selectors
 from cases.models import Case, CaseStatus, Her2Score, Slide, SlideStatus, Stain
 from cases.roles import user_can_edit_cases
-from viewer.cases.services.slides import SlideImportError, slide_set_mpp, slide_upload
+from viewer.cases.forms import CLINICAL_FORM_FIELDS, CaseForm
+from viewer.cases.services.cases import case_create, case_update_clinical
+from viewer.cases.services.slides import SlideAlreadyThere, SlideImportError, slide_set_mpp, slide_upload
 from analysis.services import JobStateError, analysis_enqueue
 
 
@@ -22,9 +26,21 @@ def worklist(request):
         "her2": request.GET.get("her2", ""),
         "has_slides": request.GET.get("slides", ""),
     }
-    cases = selectors.case_list(**filters)
+    sort = request.GET.get("sort", "")
+    cases = list(selectors.case_list(**filters, sort=sort).prefetch_related("slides"))
+    for case in cases:
+        case.thumbs = selectors.case_thumbnails(case)
+    # each sortable header links to its ascending sort, or descending when already ascending
+    params = {k: v for k, v in request.GET.items() if k != "sort" and v}
+    columns = {}
+    for key in selectors.WORKLIST_SORTS:
+        target = f"-{key}" if sort == key else key
+        columns[key] = {"url": "?" + urlencode({**params, "sort": target}),
+                        "aria": "ascending" if sort == key else ("descending" if sort == f"-{key}" else "")}
     return render(request, "viewer/worklist.html", {
         "cases": cases,
+        "columns": columns,
+        "sort": sort,
         "filters": filters,
         "statuses": CaseStatus.choices,
         "her2_scores": Her2Score.choices,
@@ -63,6 +79,8 @@ def slide_upload_view(request, case_id: str):
                                           "(see its job below).")
             else:
                 messages.success(request, f"Imported {slide.name} ({slide.width:,} × {slide.height:,} px).")
+        except SlideAlreadyThere as exc:  # not a failure: the slide is there, say where
+            messages.info(request, str(exc))
         except SlideImportError as exc:
             messages.error(request, f"Import failed: {exc}")
     return redirect("case-detail", case_id=case.case_id)
@@ -88,7 +106,44 @@ def slide_analyze_view(request, slide_id: int):
         raise PermissionDenied("Only pathologists and admins can start analyses.")
     try:
         job = analysis_enqueue(slide=slide, user=request.user)
-        messages.success(request, f"Analysis of {slide.name} queued (job #{job.pk}).")
+        messages.success(request, f"Analysis of {slide.name} queued (job #{job.pk}).", extra_tags=f"job-{job.pk}")
     except JobStateError as exc:
         messages.error(request, str(exc))
     return redirect("case-detail", case_id=slide.case.case_id)
+
+
+@require_http_methods(["GET", "POST"])
+def case_create_view(request):
+    """A new case from the page (pathologists, admins): id and clinical data, validated."""
+    if not user_can_edit_cases(request.user):
+        raise PermissionDenied("Only pathologists and admins can add cases.")
+    form = CaseForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        values = {name: form.cleaned_data[name] for name in CLINICAL_FORM_FIELDS}
+        values = {k: ("" if v is None and k not in ("age", "grade", "pcr") else v) for k, v in values.items()}
+        case = case_create(case_id=form.cleaned_data["case_id"], user=request.user, **values)
+        messages.success(request, f"Case {case.case_id} created. Add its H&E and HER2 IHC slides below.")
+        return redirect("case-detail", case_id=case.case_id)
+    return render(request, "viewer/case_form.html", {"form": form, "case": None},
+                  status=400 if request.method == "POST" else 200)
+
+
+@require_http_methods(["GET", "POST"])
+def case_edit_view(request, case_id: str):
+    """A case's clinical data (pathologists, admins); a change re-scores the case."""
+    case = get_object_or_404(Case, case_id=case_id)
+    if not user_can_edit_cases(request.user):
+        raise PermissionDenied("Only pathologists and admins can edit clinical data.")
+    form = CaseForm(request.POST or None, instance=Case.objects.get(pk=case.pk))
+    if request.method == "POST" and form.is_valid():
+        changes = {name: form.cleaned_data[name] for name in CLINICAL_FORM_FIELDS
+                   if form.cleaned_data[name] != getattr(case, name)}
+        if changes:
+            case_update_clinical(case=case, user=request.user, **changes)
+            messages.success(request, f"Clinical data of {case.case_id} saved"
+                             f"{'; the HER2-LADDER score is recomputed' if set(changes) - {'notes'} else ''}.")
+        else:
+            messages.info(request, "Nothing changed.")
+        return redirect("case-detail", case_id=case.case_id)
+    return render(request, "viewer/case_form.html", {"form": form, "case": case},
+                  status=400 if request.method == "POST" else 200)

@@ -1,6 +1,8 @@
 """Model registry pages: list, model card with Plotly figures, activation (admins only)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, redirect, render
@@ -33,6 +35,41 @@ def model_figures(card: dict) -> dict:
     return figures
 
 
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
+def model_card_display(model: ModelVersion) -> dict:
+    """What the card page says in words: cut-offs as percentiles and score bands (not raw
+    quantile floats), when it was trained (local time), and the model's folder name only:
+    the server's file system is not the reader's business."""
+    from datetime import datetime
+
+    from django.utils import timezone
+
+    card = model.card or {}
+    cutoffs = card.get("cutoffs") or []
+    quantiles = (card.get("spec") or {}).get("risk_quantiles") or []
+    display = {"folder": Path(model.directory).name}
+    if len(quantiles) == 2:
+        display["cutoff_method"] = (f"the {_ordinal(round(100 * quantiles[0]))} and "
+                                    f"{_ordinal(round(100 * quantiles[1]))} percentiles of the out-of-fold scores")
+    else:
+        display["cutoff_method"] = (card.get("risk_groups") or {}).get("cutoff_method", "")
+    if len(cutoffs) == 2:
+        low, high = cutoffs
+        display["bands"] = f"Low: score below {low:.1f} · Medium: {low:.1f} to below {high:.1f} · High: {high:.1f} and above"
+    trained = card.get("trained_at")
+    try:
+        display["trained_at"] = f"{timezone.localtime(datetime.fromisoformat(trained)):%Y-%m-%d %H:%M %Z}"
+    except (TypeError, ValueError):
+        display["trained_at"] = trained or ""
+    seconds = card.get("training_seconds")
+    display["training_time"] = (f"{seconds / 60:.1f} min" if isinstance(seconds, (int, float)) and seconds >= 120
+                                else f"{seconds:.0f} s" if isinstance(seconds, (int, float)) else "")
+    return display
+
+
 def model_detail(request, pk: int):
     model = get_object_or_404(ModelVersion, pk=pk)
     card = model.card
@@ -40,6 +77,7 @@ def model_detail(request, pk: int):
     return render(request, "viewer/model_detail.html", {
         "model": model,
         "card": card,
+        "shown": model_card_display(model),
         "metrics": metrics,
         "cutoff_metrics": metrics.get("cutoff_metrics"),
         "figures": model_figures(card),

@@ -58,6 +58,9 @@ class CellDetailView(APIView):
                                                   by_row=request.query_params.get("by") == "row")
         except overlays.OverlayNotFound as exc:
             return Response({"detail": str(exc)}, status=404)
+        from viewer.cases.feature_labels import feature_labels_json
+
+        detail["metric_labels"] = feature_labels_json()["metrics"]  # plain names for the inspector
         return Response(detail)
 
 
@@ -69,4 +72,7 @@ class FeatureSourceView(APIView):
         source = overlays.feature_source_get(name)
         if source is None:
             return Response({"detail": f"no feature {name!r}"}, status=404)
-        return Response(source)
+        from viewer.cases.feature_labels import feature_label
+
+        label = feature_label(name)
+        return Response({**source, "label": label["label"], "label_text": label["text"]})

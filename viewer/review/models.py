@@ -11,7 +11,6 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
-from cases.models import Her2Score
 
 
 class AnnotationLabel(models.Model):
@@ -91,6 +90,32 @@ class ExpectedResponse(models.TextChoices):
     UNCERTAIN = "uncertain", "Uncertain"
 
 
+class ReviewHer2(models.TextChoices):
+    """The reviewer's HER2 IHC call: ASCO/CAP 2023 scores, with HER2-ultralow (IHC 0 with faint,
+    incomplete membrane staining in >0 and <=10% of tumour cells; DESTINY-Breast06) told apart
+    from HER2-null (no staining)."""
+
+    NULL = "0", "0 (HER2-null)"
+    ULTRALOW = "ultralow", "0 (HER2-ultralow)"
+    ONE = "1+", "1+"
+    TWO = "2+", "2+"
+    THREE = "3+", "3+"
+
+
+class IshResult(models.TextChoices):
+    """HER2 in situ hybridisation, when done (ASCO/CAP 2018/2023 ISH groups)."""
+
+    AMPLIFIED = "amplified", "Amplified"
+    NOT_AMPLIFIED = "not_amplified", "Not amplified"
+    EQUIVOCAL = "equivocal", "Equivocal"
+
+
+class RiskGroup(models.TextChoices):
+    LOW = "Low", "Low"
+    MEDIUM = "Medium", "Medium"
+    HIGH = "High", "High"
+
+
 class Review(models.Model):
     """One reviewer's call on a case: agreement with the risk group, expected response, HER2."""
 
@@ -98,7 +123,10 @@ class Review(models.Model):
     reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="reviews")
     agrees = models.BooleanField("agrees with the risk group", null=True, blank=True)
     expected_response = models.CharField(max_length=10, choices=ExpectedResponse.choices, blank=True)
-    her2_score = models.CharField("reviewer's HER2 IHC score", max_length=2, choices=Her2Score.choices, blank=True)
+    her2_score = models.CharField("reviewer's HER2 IHC score", max_length=8, choices=ReviewHer2.choices, blank=True)
+    ish_result = models.CharField("HER2 ISH result", max_length=14, choices=IshResult.choices, blank=True)
+    risk_group = models.CharField("risk group the reviewer thinks right", max_length=8, choices=RiskGroup.choices,
+                                  blank=True)
     confidence = models.PositiveSmallIntegerField(null=True, blank=True,
                                                   validators=[MinValueValidator(1), MaxValueValidator(5)])
     comment = models.TextField(blank=True)
@@ -129,8 +157,12 @@ class Review(models.Model):
         parts = [f"{self.reviewer.get_username()}: {call} with risk group {self.model_risk_group or '-'}"]
         if self.expected_response:
             parts.append(f"expects {self.get_expected_response_display()}")
+        if self.risk_group:
+            parts.append(f"thinks {self.risk_group} risk is right")
         if self.her2_score:
-            parts.append(f"HER2 {self.her2_score} (automated {self.automated_her2 or '-'})")
+            parts.append(f"HER2 {self.get_her2_score_display()} (automated {self.automated_her2 or '-'})")
+        if self.ish_result:
+            parts.append(f"ISH {self.get_ish_result_display().lower()}")
         if self.confidence:
             parts.append(f"confidence {self.confidence}/5")
         if not self.submitted:

@@ -102,7 +102,8 @@ def review_json(review: Review | None, *, case: Case) -> dict:
     current = {"model_risk_group": score.risk_group if score else "", "automated_her2": her2,
                "automated_her2_source": her2_source, "case_status": case.status}
     if review is None:
-        return {"version": 0, "agrees": None, "expected_response": "", "her2_score": "", "confidence": None,
+        return {"version": 0, "agrees": None, "risk_group": "", "expected_response": "", "her2_score": "",
+                "ish_result": "", "confidence": None,
                 "comment": "", "submitted": False, "is_disagreement": False, "reviewer": None,
                 "updated_at": None, "saved_with": None, "current": current}
     return {
@@ -110,8 +111,10 @@ def review_json(review: Review | None, *, case: Case) -> dict:
         "version": review.version,
         "reviewer": review.reviewer.get_username(),
         "agrees": review.agrees,
+        "risk_group": review.risk_group,
         "expected_response": review.expected_response,
         "her2_score": review.her2_score,
+        "ish_result": review.ish_result,
         "confidence": review.confidence,
         "comment": review.comment,
         "submitted": review.submitted,

@@ -18,7 +18,10 @@ from viewer.review.models import (
     AnnotationLabel,
     AnnotationRevision,
     ExpectedResponse,
+    IshResult,
     Review,
+    ReviewHer2,
+    RiskGroup,
     Shape,
 )
 
@@ -65,13 +68,22 @@ def case_model_call(case: Case):
     return score
 
 
-def review_is_disagreement(*, agrees, her2_score: str, automated_her2: str) -> bool:
-    return agrees is False or bool(her2_score and automated_her2 and her2_score != automated_her2)
+def _her2_category(score: str) -> str:
+    """HER2-ultralow is an IHC 0 (ASCO/CAP): it agrees with an automated 0."""
+    return "0" if score == ReviewHer2.ULTRALOW else score
+
+
+def review_is_disagreement(*, agrees, her2_score: str, automated_her2: str, risk_group: str = "",
+                           model_risk_group: str = "") -> bool:
+    return (agrees is False
+            or bool(her2_score and automated_her2 and _her2_category(her2_score) != automated_her2)
+            or bool(risk_group and model_risk_group and risk_group != model_risk_group))
 
 
 # --- reviews ---------------------------------------------------------------------------------
 
-REVIEW_FIELDS = ("agrees", "expected_response", "her2_score", "confidence", "comment", "submitted")
+REVIEW_FIELDS = ("agrees", "risk_group", "expected_response", "her2_score", "ish_result", "confidence", "comment",
+                 "submitted")
 
 
 def _review_clean(data: dict) -> dict:
@@ -79,16 +91,24 @@ def _review_clean(data: dict) -> dict:
     clean = {}
     agrees = data.get("agrees")
     if agrees not in (None, True, False):
-        errors["agrees"] = "true, false or null."
+        errors["agrees"] = "Agree or disagree with the risk group (true, false or null)."
     clean["agrees"] = agrees
+    risk_group = data.get("risk_group") or ""
+    if risk_group not in RiskGroup.values and risk_group != "":
+        errors["risk_group"] = f"The risk group you think right is one of {', '.join(RiskGroup.values)}."
+    clean["risk_group"] = risk_group
     expected = data.get("expected_response") or ""
     if expected not in ExpectedResponse.values and expected != "":
-        errors["expected_response"] = f"One of {', '.join(ExpectedResponse.values)}."
+        errors["expected_response"] = f"The expected response is one of {', '.join(ExpectedResponse.values)}."
     clean["expected_response"] = expected
     her2 = data.get("her2_score") or ""
-    if her2 not in Her2Score.values and her2 != "":
-        errors["her2_score"] = f"One of {', '.join(Her2Score.values)}."
+    if her2 not in ReviewHer2.values and her2 != "":
+        errors["her2_score"] = f"Your HER2 score is one of {', '.join(ReviewHer2.values)}."
     clean["her2_score"] = her2
+    ish = data.get("ish_result") or ""
+    if ish not in IshResult.values and ish != "":
+        errors["ish_result"] = f"The ISH result is one of {', '.join(IshResult.values)}."
+    clean["ish_result"] = ish
     confidence = data.get("confidence")
     if confidence in ("", None):
         confidence = None
@@ -98,19 +118,23 @@ def _review_clean(data: dict) -> dict:
             if not 1 <= confidence <= 5:
                 raise ValueError
         except (TypeError, ValueError, OverflowError):
-            errors["confidence"] = "An integer from 1 to 5."
+            errors["confidence"] = "Confidence is a whole number from 1 to 5."
     clean["confidence"] = confidence
     comment = data.get("comment") or ""
     if not isinstance(comment, str) or len(comment) > MAX_COMMENT:
-        errors["comment"] = f"Text of at most {MAX_COMMENT} characters."
+        errors["comment"] = f"The comment is text of at most {MAX_COMMENT} characters."
     clean["comment"] = comment if isinstance(comment, str) else ""
     clean["submitted"] = bool(data.get("submitted", False))
     if clean["submitted"] and not errors:
-        missing = [name for name in ("expected_response", "her2_score") if not clean[name]]
+        # said as the form says it, not by field name
+        needed = {"agrees": "agree or disagree with the risk group", "expected_response": "the expected response",
+                  "her2_score": "your HER2 IHC score"}
+        missing = [needed[name] for name in ("expected_response", "her2_score") if not clean[name]]
         if clean["agrees"] is None:
-            missing.insert(0, "agrees")
+            missing.insert(0, needed["agrees"])
         if missing:
-            errors["submitted"] = f"A submitted review needs: {', '.join(missing)} (or save it as a draft)."
+            errors["submitted"] = (f"To submit the review, choose {', '.join(missing[:-1])}"
+                                   f"{' and ' if len(missing) > 1 else ''}{missing[-1]}; or save it as a draft.")
     if errors:
         raise ValidationError(errors)
     return clean
@@ -129,6 +153,13 @@ def review_save(*, case: Case, user, data: dict, version: int) -> Review:
     score = case_model_call(case)
     if clean["agrees"] is not None and score is None:
         raise ValidationError({"agrees": "The case has no risk group to agree or disagree with yet."})
+    if score is not None and clean["risk_group"]:
+        if clean["agrees"] is True and clean["risk_group"] != score.risk_group:
+            raise ValidationError({"risk_group": f"You agree with the model's {score.risk_group} risk group but chose "
+                                                 f"{clean['risk_group']}: disagree, or choose {score.risk_group}."})
+        if clean["agrees"] is False and clean["risk_group"] == score.risk_group:
+            raise ValidationError({"risk_group": f"You disagree with the model's {score.risk_group} risk group: "
+                                                 "choose the group you think right."})
     automated_her2, her2_source = case_automated_her2(case)
     derived = {
         "model_risk_group": score.risk_group if score else "",
@@ -136,7 +167,8 @@ def review_save(*, case: Case, user, data: dict, version: int) -> Review:
         "automated_her2": automated_her2,
         "automated_her2_source": her2_source,
         "is_disagreement": review_is_disagreement(agrees=clean["agrees"], her2_score=clean["her2_score"],
-                                                  automated_her2=automated_her2),
+                                                  automated_her2=automated_her2, risk_group=clean["risk_group"],
+                                                  model_risk_group=score.risk_group if score else ""),
     }
     with transaction.atomic():
         if version == 0:

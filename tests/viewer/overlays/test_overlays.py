@@ -143,6 +143,7 @@ def test_he_overlays(phantom_case, client_for, pathologist, settings):
     assert detail["her2"] is None
     assert set(detail["graph"]) == {"T-T", "T-S", "T-L", "T-N", "T-M"}
     assert {"minEdgeLength", "meanEdgeLength", "Nsubgraph", "Degrees"} <= set(detail["graph"]["T-T"])
+    assert detail["metric_labels"]["Nsubgraph"] == "connected-group size (cells)"  # plain names for the inspector
     assert client.get(f"/api/slides/{slide.pk}/cells/99999999/").status_code == 404
 
     # snapshot for the tumour board

@@ -8,6 +8,7 @@ import uuid
 from pathlib import Path
 
 from django.conf import settings
+from django.utils import timezone
 from django.db import transaction
 
 from analysis.conversion import convert_plain_image, converted_path
@@ -28,6 +29,14 @@ class _Deferred(Exception):
 
 class SlideImportError(ValueError):
     """Import refused or failed; the message is for the user. Nothing was created."""
+
+
+class SlideAlreadyThere(SlideImportError):
+    """The same file (by SHA-256) is already a slide of this case: nothing new to import."""
+
+    def __init__(self, message: str, *, slide: Slide):
+        super().__init__(message)
+        self.slide = slide
 
 
 def slide_roots() -> list[Path]:
@@ -106,7 +115,11 @@ def slide_import(*, case: Case, stain: str, path: str | os.PathLike, user=None, 
     checksum = file_checksum(source)
     duplicate = case.slides.filter(checksum=checksum).first()
     if duplicate:
-        raise SlideImportError(f"{source.name}: already imported in case {case.case_id} as slide #{duplicate.pk}")
+        raise SlideAlreadyThere(
+            f"{source.name} is already there (already imported): case {case.case_id}, "
+            f"{duplicate.get_stain_display()} slide '{duplicate.name}' (#{duplicate.pk}), added "
+            f"{timezone.localtime(duplicate.created_at):%Y-%m-%d %H:%M}; nothing new was imported.",
+            slide=duplicate)
     converted = deferred = False
     try:
         served = source

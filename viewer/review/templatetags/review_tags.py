@@ -4,9 +4,8 @@ from __future__ import annotations
 from django import template
 from django.urls import reverse
 
-from cases.models import Her2Score
 from viewer.review import selectors
-from viewer.review.models import ExpectedResponse, Review
+from viewer.review.models import ExpectedResponse, IshResult, Review, ReviewHer2, RiskGroup
 from cases.roles import user_can_edit_cases
 
 register = template.Library()
@@ -40,8 +39,34 @@ def review_panel(context, case):
         "can_review": can_edit,
         "slides": slides,
         "expected_choices": ExpectedResponse.choices,
-        "her2_choices": Her2Score.choices,
+        "her2_choices": ReviewHer2.choices,
+        "ish_choices": IshResult.choices,
+        "risk_choices": RiskGroup.choices,
         "labels": config["labels"],
         "review_config": config,
         "request": request,
     }
+
+
+def _flatten(value, prefix: str = ""):
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _flatten(item, f"{prefix}{key}.")
+        return
+    if isinstance(value, (list, tuple)):
+        text = ", ".join("–" if v in (None, "") else str(v) for v in value)
+    elif value is None or value == "":
+        text = "–"
+    elif isinstance(value, bool):
+        text = "yes" if value else "no"
+    else:
+        text = str(value)
+    yield prefix.rstrip("."), text
+
+
+@register.filter
+def audit_items(detail) -> list[tuple[str, str]]:
+    """An audit event's detail as readable key/value pairs ("before · age: 51"), not dict text."""
+    if not isinstance(detail, dict):
+        return [("", str(detail))] if detail not in (None, "") else []
+    return [(key.replace("_", " ").replace(".", " · "), text) for key, text in _flatten(detail)]
