@@ -19,7 +19,8 @@ Tiles are mode "P" PNGs, palette index 0 fully transparent. Rendering by zoom (s
 tile px per level-0 px): scale >= 0.5 draws the nuclei contours (outline opaque, fill
 translucent); below, one disc (or one pixel) per cell, stamped with numpy; edges are
 vectorised DDA lines; density is a per-class count grid summed into bins of at least
-`DENSITY_MIN_BIN_PX` level-0 px, coloured with cividis (colour-blind safe, sequential).
+`DENSITY_MIN_BIN_PX` level-0 px, coloured with a ramp of the class's own colour (`density_ramp`;
+empty bins transparent).
 
 Size: ~800 lines kept in one module on purpose: the cells, HER2, edges and density layers
 share the code tables, palettes and the in-memory `RunOverlay` arrays, and the PNG tile,
@@ -662,10 +663,27 @@ def layer_palette(o: RunOverlay, layer: str) -> tuple[list[tuple[int, int, int]]
             rgb[1 + code] = hex_rgb(pair_colour(pair, code))
             alpha[1 + code] = 255
     else:
-        for i, colour in enumerate(cividis(255)):
+        ramp, ramp_alpha = density_ramp(CLASS_COLOURS[CLASS_ORDER[density_class(layer)]])
+        for i, (colour, a) in enumerate(zip(ramp, ramp_alpha)):
             rgb[1 + i] = colour
-            alpha[1 + i] = 255
+            alpha[1 + i] = a
     return rgb, alpha
+
+
+def density_ramp(colour: str, n: int = 255) -> tuple[list[tuple[int, int, int]], list[int]]:
+    """A density layer's ramp: one hue per class (its cell-class colour, so tumour and lymphocyte
+    density are told apart), light tint -> the colour -> a darker shade as density rises, and
+    alpha rising with it (sparse bins stay see-through; empty bins are palette index 0,
+    transparent). Single-hue sequential ramps: Brewer & Harrower, ColorBrewer (2003)."""
+    base = np.asarray(hex_rgb(colour), dtype=np.float64)
+    light = 0.8 * 255 + 0.2 * base
+    dark = 0.55 * base
+    out, alpha = [], []
+    for t in np.linspace(0.0, 1.0, n):
+        c = light + (base - light) * (t / 0.6) if t < 0.6 else base + (dark - base) * ((t - 0.6) / 0.4)
+        out.append(tuple(int(round(v)) for v in np.clip(c, 0, 255)))
+        alpha.append(int(round(90 + 150 * t)))
+    return out, alpha
 
 
 def layer_kind(layer: str) -> str:

@@ -14,7 +14,7 @@
  */
 import {
   CLASS_KEYS, HER2_KEYS, HER2_NONE, boundsOf, cellAt, cellGrid, clipRect, highlightMasks, legendPalette,
-  parseCells, parseEdges, pointSizePx, rectContains, wantRecords,
+  outlineZoom, parseCells, parseContours, parseEdges, pointSizePx, rectContains, wantRecords,
 } from './overlay_data.js';
 import { OverlayRenderer } from './overlay_gl.js';
 
@@ -64,6 +64,7 @@ class PaneOverlays {
     this.tiled = new Map();     // name -> TiledImage | 'pending'
     this.tiledUrl = new Map();  // name -> DZI URL of its TiledImage (?hide=... follows the legend)
     this.records = new Map();   // name -> {rect, parsed, grid}
+    this.contours = new Map();  // name -> {rect, cells, segments}: nucleus outlines, zoomed far in
     this.fetching = new Map();  // name -> {controller, rect}
     this.refused = new Map();   // name -> smallest area answered 413
     this.highlight = null;      // masks from highlightMasks
@@ -125,7 +126,7 @@ class PaneOverlays {
     this.slideSize = { width: data.width || this.slide.width, height: data.height || this.slide.height };
     for (const layer of this.layers) {
       if (!this.state.has(layer.name)) {
-        this.state.set(layer.name, { visible: false, opacity: layer.kind === 'density' ? 0.6 : 0.85, hidden: new Set() });
+        this.state.set(layer.name, { visible: false, opacity: layer.kind === 'density' ? 0.6 : 0.85, hidden: new Set(), fill: false });
       }
     }
     this._renderPanel();
@@ -166,6 +167,15 @@ class PaneOverlays {
     this._syncControls(name);
     const layer = this.layer(name);
     if (layer && state.visible) this._ensureTiles(layer);  // zoomed out too: tiles without those classes
+    this.draw();
+  }
+
+  /** Fill the nucleus outlines (translucent) or draw the outlines only (the default: the nucleus shows). */
+  setFill(name, fill) {
+    const state = this.state.get(name);
+    if (!state) throw new Error(`no layer ${name} on pane ${this.index}`);
+    state.fill = Boolean(fill);
+    this._syncControls(name);
     this.draw();
   }
 
@@ -259,7 +269,7 @@ class PaneOverlays {
     const state = this.state.get(name);
     if (!item || item === 'pending' || !state) return;
     let opacity = state.visible ? state.opacity : 0;
-    if (this.mode(name) === 'records') opacity = 0;
+    if (this.mode(name) === 'records' || this.outlined(name)) opacity = 0;
     else if (this.highlight && state.visible) {
       opacity *= this.highlight.layers.includes(name) ? 1 : 0.3;
     }
@@ -316,10 +326,79 @@ class PaneOverlays {
     for (const [name, records] of this.records) {
       if (!rectContains(records.rect, seen) && !this.fetching.has(name)) return true;
     }
+    for (const [name, contours] of this.contours) {
+      if (!rectContains(contours.rect, seen) && !this.fetching.has(`${name}:contours`)) return true;
+    }
     return false;
   }
 
+  /** Outlines drawn for this layer now (zoomed far in, contour records covering the view)? */
+  outlined(name) {
+    const state = this.state.get(name);
+    const contours = this.contours.get(name);
+    if (!state || !state.visible || !contours || !this.renderer) return false;
+    const t = this.pane.getView();
+    if (!t || !outlineZoom({ zoom: t.zoom, mpp: this.slide.mpp })) return false;
+    const view = this.viewRect();
+    return Boolean(view && rectContains(contours.rect, clipRect(view, this.slideSize.width, this.slideSize.height)));
+  }
+
+  _refreshContours(layer) {
+    const key = `${layer.name}:contours`;
+    const pending = this.fetching.get(key);
+    const view = this.viewRect();
+    const t = this.pane.getView();
+    if (!this.renderer || !layer.contours_url || !view || !t || !outlineZoom({ zoom: t.zoom, mpp: this.slide.mpp })) {
+      if (pending) { pending.controller.abort(); this.fetching.delete(key); }
+      return;
+    }
+    const { width, height } = this.slideSize;
+    const seen = clipRect(view, width, height);
+    const have = this.contours.get(layer.name);
+    if (have && rectContains(have.rect, seen)) return;
+    if (pending && rectContains(pending.rect, seen)) return;
+    if (pending) pending.controller.abort();
+    const rect = clipRect(boundsOf([{ x: view.x, y: view.y }, { x: view.x + view.width, y: view.y + view.height }], FETCH_MARGIN), width, height);
+    this._fetchContours(layer, rect, key);
+  }
+
+  async _fetchContours(layer, rect, key) {
+    const controller = new AbortController();
+    const entry = { controller, rect };
+    this.fetching.set(key, entry);
+    const url = `${layer.contours_url}?x=${rect.x}&y=${rect.y}&width=${rect.width}&height=${rect.height}`;
+    try {
+      const started = performance.now();
+      const response = await fetch(url, { credentials: 'same-origin', signal: controller.signal });
+      if (response.status === 413) return;  // too many nuclei in view: discs stay
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      const buffer = await response.arrayBuffer();
+      if (this.fetching.get(key) !== entry || !this.state.get(layer.name).visible) return;
+      const parsed = parseContours(buffer);
+      this.renderer.setRecords(`${layer.name}:outline`, 'contours', parsed.buffer, parsed.segments);
+      this.contours.set(layer.name, { rect, cells: parsed.cells, segments: parsed.segments, bytes: buffer.byteLength,
+        ms: Math.round(performance.now() - started) });
+      this._updateTileOpacity(layer.name);
+      this.draw();
+    } catch (error) {
+      if (error.name !== 'AbortError') console.warn(`overlay outlines ${layer.name}: ${error.message}`);
+    } finally {
+      if (this.fetching.get(key) === entry) this.fetching.delete(key);
+    }
+  }
+
+  _dropContours(name) {
+    const key = `${name}:contours`;
+    const pending = this.fetching.get(key);
+    if (pending) { pending.controller.abort(); this.fetching.delete(key); }
+    if (this.contours.has(name)) {
+      this.contours.delete(name);
+      if (this.renderer) this.renderer.drop(`${name}:outline`);
+    }
+  }
+
   _refreshLayer(layer) {
+    if (layer.contours_url) this._refreshContours(layer);
     if (!this.renderer || !layer.viewport_url) return;
     const view = this.viewRect();
     if (!view) return;
@@ -371,6 +450,7 @@ class PaneOverlays {
   }
 
   _dropRecords(name) {
+    this._dropContours(name);
     const pending = this.fetching.get(name);
     if (pending) { pending.controller.abort(); this.fetching.delete(name); }
     if (this.records.has(name)) {
@@ -412,6 +492,22 @@ class PaneOverlays {
       if (!state.visible || !this.records.has(layer.name)) continue;
       const highlight = this.highlight && (this.highlight.layers.includes(layer.name) || this.highlight.dimAll)
         ? this.highlight : null;
+      if (this.outlined(layer.name)) {
+        // Zoomed far in: each nucleus's stored contour in its class colour; the nucleus stays visible.
+        const her2 = layer.kind === 'her2';
+        draws.push({
+          name: `${layer.name}:outline`,
+          palette: legendPalette(layer.legend, state.hidden),
+          opacity: this.highlight && !highlight ? state.opacity * 0.25 : state.opacity,
+          mode: layer.kind,
+          fill: her2 ? 0 : (state.fill ? 0.35 : 0),
+          lineWidth: her2 ? 3 : 2,
+          ring: her2 ? 3 : 0,
+          highlight,
+          hoverId: this.hoverLayer === layer.name ? this.hoverId : 0,
+        });
+        continue;
+      }
       draws.push({
         name: layer.name,
         palette: legendPalette(layer.legend, state.hidden),
@@ -448,7 +544,8 @@ class PaneOverlays {
     const t = this.transform();
     if (!t) return null;
     const image = this.pane.elementToImage(p);
-    const radius = Math.max(HOVER_RADIUS_PX, pointSizePx({ zoom: t.zoom, mpp: this.slide.mpp }) / 2) / t.zoom;
+    const nucleusPx = this.slide.mpp ? (9 / this.slide.mpp) * t.zoom : 36 * t.zoom;
+    const radius = Math.max(HOVER_RADIUS_PX, Math.max(pointSizePx({ zoom: t.zoom, mpp: this.slide.mpp }), nucleusPx * 0.75) / 2) / t.zoom;
     const order = [...this.layers].filter((l) => l.kind === 'cells' || l.kind === 'her2').reverse();
     for (const layer of order) {
       const records = this.records.get(layer.name);
@@ -668,6 +765,13 @@ class PaneOverlays {
         el('div', { className: 'ov-layer-head' }, [box, el('label', { text: layer.label || layer.name, attrs: { for: id } }), slider]),
         legend,
       ]);
+      if (layer.kind === 'cells' && layer.contours_url) {
+        const fill = el('input', { attrs: { type: 'checkbox', 'data-fill': layer.name } });
+        fill.checked = state.fill;
+        fill.addEventListener('change', () => this.setFill(layer.name, fill.checked));
+        row.append(el('label', { className: 'ov-fill', attrs: { title: 'Zoomed in, nuclei are outlined; tick to fill them too' } },
+          [fill, el('span', { text: 'Fill nucleus outlines' })]));
+      }
       if (layer.kind === 'density' || !togglable) row.classList.add('ov-density');
       parts.push(row);
     }
@@ -683,13 +787,15 @@ class PaneOverlays {
     row.querySelector('input[type=checkbox][data-layer]').checked = state.visible;
     row.querySelector('input[type=range]').value = String(state.opacity);
     row.classList.toggle('ov-on', state.visible);
+    const fill = row.querySelector('input[data-fill]');
+    if (fill) fill.checked = state.fill;
     for (const box of row.querySelectorAll('ul input[data-key]')) box.checked = !state.hidden.has(box.dataset.key);
   }
 }
 
 function layerHint(glError) {
   if (glError) return 'WebGL unavailable: cells are drawn from image tiles at every zoom.';
-  return 'Zoomed out: image tiles. Zoomed in: every cell and edge (hover, click to inspect). Untick a class or pair type to hide it at every zoom.';
+  return 'Zoomed out: image tiles. Zoomed in: every cell and edge (hover, click to inspect); from about 20×, each nucleus\'s outline. Untick a class or pair type to hide it at every zoom.';
 }
 
 class CaseOverlays {
@@ -733,6 +839,8 @@ class CaseOverlays {
   setVisible(index, name, visible) { this._pane(index).setVisible(name, visible); }
 
   setOpacity(index, name, opacity) { this._pane(index).setOpacity(name, opacity); }
+
+  setFill(index, name, fill) { this._pane(index).setFill(name, fill); }
 
   setHidden(index, name, key, hidden) { this._pane(index).setHidden(name, key, hidden); }
 
@@ -800,7 +908,7 @@ class CaseOverlays {
     return {
       panes: this.panes.map((pane) => Object.fromEntries(pane.layers.map((layer) => {
         const s = pane.state.get(layer.name);
-        return [layer.name, { visible: s.visible, opacity: s.opacity, hidden: [...s.hidden] }];
+        return [layer.name, { visible: s.visible, opacity: s.opacity, hidden: [...s.hidden], fill: s.fill }];
       }))),
       highlight: this.highlightName,
     };
@@ -834,6 +942,7 @@ class CaseOverlays {
         if (Array.isArray(s.hidden)) current.hidden = new Set(s.hidden);
         if (typeof s.opacity === 'number') current.opacity = Math.max(0, Math.min(1, s.opacity));
         if (typeof s.visible === 'boolean') current.visible = s.visible;
+        if (typeof s.fill === 'boolean') current.fill = s.fill;
         pane._syncControls(name);
         pane._apply(name);
       }
@@ -858,7 +967,11 @@ class CaseOverlays {
       layers: Object.fromEntries(pane.layers.map((layer) => {
         const records = pane.records.get(layer.name);
         const tiles = pane.tiled.get(layer.name);
+        const contours = pane.contours.get(layer.name);
         return [layer.name, { mode: pane.mode(layer.name), records: records ? records.parsed.count : null,
+          drawn: pane.outlined(layer.name) ? 'outlines' : pane.mode(layer.name),
+          outlines: contours ? { cells: contours.cells, segments: contours.segments, bytes: contours.bytes, ms: contours.ms, rect: contours.rect } : null,
+          fill: pane.state.get(layer.name).fill,
           rect: records ? records.rect : null, tiles: tiles ? (tiles === 'pending' ? 'pending' : 'loaded') : null,
           tileUrl: tiles && tiles !== 'pending' ? pane.tiledUrl.get(layer.name) : null,
           pending: pane.fetching.has(layer.name) }];

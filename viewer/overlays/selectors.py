@@ -37,8 +37,8 @@ LAYER_LABELS = {"cells": "Cell classes", "her2": "HER2 membrane", "edges": "Grap
 def _title(value: str) -> str:
     return value.replace("_", " ").capitalize()
 
-def _density_legend(vmax: float, mpp_x: float | None, mpp_y: float | None) -> list[dict]:
-    palette = ov.cividis(255)
+def _density_legend(vmax: float, mpp_x: float | None, mpp_y: float | None, colour: str) -> list[dict]:
+    palette, _ = ov.density_ramp(colour)
     legend = []
     for i, frac in enumerate((0.0, 0.25, 0.5, 0.75, 1.0)):
         code = 1 + int(round(frac * 254))
@@ -109,7 +109,8 @@ def slide_overlay_layers(slide) -> list[dict]:
     for c in ov.CLASS_ORDER:
         if class_counts.get(c.value, 0) > 0:
             layers.append(layer(f"density-{c.value}", "density", f"{_title(c.value)} density",
-                                _density_legend(summary["density_vmax"].get(c.value, 1.0), info.mpp_x, info.mpp_y),
+                                _density_legend(summary["density_vmax"].get(c.value, 1.0), info.mpp_x, info.mpp_y,
+                                                CLASS_COLOURS[c]),
                                 None))
     return layers
 

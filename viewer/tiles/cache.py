@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 RENDER_VERSIONS = {
     "slide": "2",    # slide tiles, thumbnails and DZI descriptors (viewer.tiles)
-    "overlay": "1",  # overlay tiles, layer summaries and cell details (viewer.overlays)
+    "overlay": "2",  # overlay tiles, layer summaries and cell details (viewer.overlays)
 }
 
 _MISSING = object()

@@ -217,3 +217,15 @@ def test_hiding_codes_rewrites_only_the_transparency(run, cells):
     assert ov.hideable_codes("density-tumour") == 0
     with pytest.raises(ov.OverlayError):
         ov.png_palette_hide(b"GIF89a", [1])
+
+
+def test_density_ramps_differ_per_class_and_empty_is_transparent(run):
+    """Issue 14 item 11: each class's density in its own hue; empty bins transparent, sparse see-through."""
+    tumour_rgb, tumour_alpha = ov.layer_palette(run, "density-tumour")
+    lymph_rgb, _ = ov.layer_palette(run, "density-lymphocyte")
+    assert tumour_alpha[0] == 0 and tumour_rgb[128] != lymph_rgb[128]
+    assert tumour_alpha[1] < 128 < tumour_alpha[255]  # sparse bins see-through, dense ones solid
+    r, g, b = tumour_rgb[255]
+    assert r > g > b  # tumour vermillion stays orange-red at the top, not navy/yellow
+    navy = ov.hex_rgb("#00224E")
+    assert all(tuple(c) != navy for c in tumour_rgb[1:256])
