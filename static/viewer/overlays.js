@@ -17,6 +17,7 @@ import {
   outlineZoom, parseCells, parseContours, parseEdges, pointSizePx, rectContains, wantRecords,
 } from './overlay_data.js';
 import { OverlayRenderer } from './overlay_gl.js';
+import { metricName, pairHead } from './metric_names.js';
 
 const RECORD_KINDS = new Set(['cells', 'her2', 'edges']);
 const DRAW_ORDER = { density: 0, edges: 1, cells: 2, her2: 3 };
@@ -618,8 +619,26 @@ class PaneOverlays {
     }
     this.selected = cell;
     this._renderInspector(cell);
+    this._placeInspector(cell);
     this.draw();
     return cell;
+  }
+
+  /** Keep the inspector off the clicked cell: on the other side of the pane, and if the pane is
+   * too narrow for that, pan the cell into the part of the pane the panel leaves free. */
+  _placeInspector(cell) {
+    const stage = this.pane.stage.getBoundingClientRect();
+    const p = this.pane.imageToElement({ x: cell.x, y: cell.y });
+    const left = p.x > stage.width / 2;
+    this.inspector.classList.toggle('ov-left', left);
+    const box = this.inspector.getBoundingClientRect();
+    const x0 = box.left - stage.left; const x1 = box.right - stage.left;
+    const margin = 24;
+    if (p.x + margin > x0 && p.x - margin < x1 && p.y + margin > box.top - stage.top && p.y - margin < box.bottom - stage.top) {
+      const free = left ? (x1 + stage.width) / 2 : x0 / 2;  // middle of the uncovered strip
+      if (typeof this.pane.panByPixels === 'function') this.pane.panByPixels(p.x - free, 0);
+    }
+    this.inspectorSide = left ? 'left' : 'right';
   }
 
   closeInspector() {
@@ -635,23 +654,28 @@ class PaneOverlays {
   }
 
   _renderInspector(cell) {
-    const rows = (pairs) => el('dl', { className: 'ov-dl' }, pairs.flatMap(([k, v, field]) => [
-      el('dt', { text: k }), el('dd', { text: fmt(v), attrs: field ? { 'data-field': field } : {} })]));
+    const rows = (pairs) => el('dl', { className: 'ov-dl' }, pairs.flatMap(([k, v, field, title]) => [
+      el('dt', { text: k, attrs: title ? { title } : {} }), el('dd', { text: typeof v === 'string' && field === 'prob' ? v : fmt(v),
+        attrs: field ? { 'data-field': field, ...(field === 'prob' && v === 'n/a' ? { title: 'This segmenter gives no class probability' } : {}) } : {} })]));
     const classColour = (this.layers.find((l) => l.kind === 'cells')?.legend || []).find((e) => e.key === cell.cls)?.color;
     const swatch = el('span', { className: 'ov-swatch', attrs: { style: `background:${classColour || '#999'}` } });
     const parts = [
       this._inspectorHead(`Cell #${cell.id}`),
       el('p', { className: 'ov-cellclass' }, [swatch, el('strong', { text: fmt(cell.cls), attrs: { 'data-field': 'cls' } })]),
-      rows([['probability', cell.prob, 'prob'], ['area (µm²)', cell.area_um2, 'area_um2'],
+      rows([['Class probability', cell.prob === null || cell.prob === undefined ? 'n/a' : cell.prob, 'prob'],
+        ['Area (µm²)', cell.area_um2, 'area_um2'],
         ['x, y (px)', `${fmt(cell.x, 5)}, ${fmt(cell.y, 5)}`, 'xy']]),
     ];
     if (cell.her2) {
-      parts.push(el('h4', { text: 'HER2 membrane' }), rows([['class', cell.her2.class, 'her2_class'],
-        ['DAB OD', cell.her2.od, 'her2_od'], ['completeness', cell.her2.completeness, 'her2_completeness']]));
+      parts.push(el('h4', { text: 'HER2 membrane' }), rows([['Class', cell.her2.class, 'her2_class'],
+        ['DAB optical density', cell.her2.od, 'her2_od'], ['Completeness', cell.her2.completeness, 'her2_completeness']]));
     }
     if (cell.morphology && Object.keys(cell.morphology).length) {
       const details = el('details', { className: 'ov-morph' }, [el('summary', { text: `Morphology (${Object.keys(cell.morphology).length})` }),
-        rows(Object.entries(cell.morphology).map(([k, v]) => [k, v, `morph-${k}`]))]);
+        rows(Object.entries(cell.morphology).map(([k, v]) => {
+          const [name, unit] = metricName(k);
+          return [unit ? `${name} (${unit})` : name, v, `morph-${k}`, k];
+        }))]);
       parts.push(details);
     }
     const graph = cell.graph || {};
@@ -659,11 +683,13 @@ class PaneOverlays {
     if (pairs.length) {
       const metrics = [...new Set(pairs.flatMap((p) => Object.keys(graph[p] || {})))];
       const table = el('table', { className: 'ov-graph' });
-      table.append(el('thead', {}, [el('tr', {}, [el('th', { text: 'metric' }), ...pairs.map((p) => el('th', { text: p }))])]));
+      table.append(el('thead', {}, [el('tr', {}, [el('th', { text: 'Metric', attrs: { scope: 'col' } }),
+        ...pairs.map((p) => { const head = pairHead(p); return el('th', { text: head.short, attrs: { scope: 'col', title: head.long, 'data-pair': p } }); })])]));
       const body = el('tbody');
       for (const m of metrics) {
-        body.append(el('tr', {}, [el('td', { text: m }), ...pairs.map((p) => el('td', { text: fmt(graph[p]?.[m]),
-          attrs: { 'data-pair': p, 'data-metric': m } }))]));
+        const [name, unit] = metricName(m);
+        body.append(el('tr', {}, [el('th', { text: unit ? `${name} (${unit})` : name, attrs: { scope: 'row', title: m, 'data-metric-name': m } }),
+          ...pairs.map((p) => el('td', { text: fmt(graph[p]?.[m]), attrs: { 'data-pair': p, 'data-metric': m } }))]));
       }
       table.append(body);
       parts.push(el('h4', { text: 'Cell graphs (sc-MTOP)' }), el('div', { className: 'ov-graph-wrap' }, [table]));
@@ -964,6 +990,7 @@ class CaseOverlays {
         layers: [...pane.highlight.layers] } : null,
       hover: pane.hoverId,
       inspected: pane.selected ? pane.selected.id : null,
+      inspectorSide: pane.inspectorSide || null,
       layers: Object.fromEntries(pane.layers.map((layer) => {
         const records = pane.records.get(layer.name);
         const tiles = pane.tiled.get(layer.name);

@@ -125,7 +125,10 @@ RISK_IMPLICATIONS = {  # what the study attached to each group; shown as researc
 }
 
 
-def attribution_waterfall(*, score, top: int = 12) -> dict:
+ATTRIBUTIONS_SHOWN = 12  # the waterfall's bars and the table's rows: the same inputs
+
+
+def attribution_waterfall(*, score, top: int = ATTRIBUTIONS_SHOWN) -> dict:
     """Plotly waterfall of the largest attributions on the HER2-LADDER score scale."""
     rows = score.attributions[:top]
     rest = sum(-100.0 * r["attribution"] for r in score.attributions[top:])
@@ -153,7 +156,7 @@ def case_score_panel(case: Case) -> dict | None:
     panel = {"score": score, "model": score.model, "implication": RISK_IMPLICATIONS.get(score.risk_group, "")}
     if score.status == "scored":
         panel["attributions"] = [
-            {**row, "score_attribution": -100.0 * row["attribution"]} for row in score.attributions[:10]
+            {**row, "score_attribution": -100.0 * row["attribution"]} for row in score.attributions[:ATTRIBUTIONS_SHOWN]
         ]
         panel["waterfall"] = attribution_waterfall(score=score)
     return panel

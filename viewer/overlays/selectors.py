@@ -288,7 +288,9 @@ def overlay_cell_detail(*, slide_id: int, cell_id: int, by_row: bool = False) ->
                 "completeness": _finite(cell["her2_completeness"])}
     detail = {
         "id": int(cell["id"]), "row": row, "run": info.run_id,
-        "x": float(cell["x"]), "y": float(cell["y"]), "cls": cell["cls"], "prob": _finite(cell["prob"]),
+        "x": float(cell["x"]), "y": float(cell["y"]), "cls": cell["cls"],
+        # The classical segmenter's rules give no probability (the table stores 1.0): say so, not "1".
+        "prob": _finite(cell["prob"]) if not info.segmenter.startswith("classical") else None,
         "area_px": area_px, "area_um2": area_px * mpp2 if (mpp2 and area_px is not None) else None,
         "contour": contour.tolist(),
         "morphology": _morphology(info, contour),

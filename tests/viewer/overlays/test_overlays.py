@@ -262,6 +262,12 @@ def test_contour_records_are_the_stored_outlines(phantom_case, client_for, patho
         assert ov.CLASS_ORDER[record["packed"] & 15].value == cell["cls"]
         shoelace = lambda p: abs(np.dot(p[:, 0], np.roll(p[:, 1], -1)) - np.dot(p[:, 1], np.roll(p[:, 0], -1))) / 2
         assert shoelace(record["points"]) == pytest.approx(shoelace(stored), abs=1e-6)
+    # the inspector's probability: none for a segmenter without one (the classical rules store 1.0)
+    detail = client.get(f"/api/slides/{slide.pk}/cells/{int(truth.iloc[0].id)}/").json()
+    if run.segmenter.startswith("classical"):
+        assert detail["prob"] is None
+    else:
+        assert detail["prob"] == pytest.approx(float(truth.iloc[0].prob))
     assert client.get(url, {"x": 0, "y": 0}).status_code == 400
     assert client.get(f"/api/slides/{slide.pk}/overlays/edges/contours", {"x": 0, "y": 0, "width": 9, "height": 9}).status_code == 404
     from django.test import override_settings
