@@ -33,7 +33,7 @@ export const MORPH_NAMES = {
 };
 
 /** Pair-type codes -> short readable column heads (full names on hover). */
-const TYPE_SHORT = { T: 'Tum', S: 'Str', L: 'Lym', N: 'Neu', M: 'Mac', Tstrong: 'T3+', Tweak: 'Tw', Tnull: 'T0', nonT: 'nonT' };
+const TYPE_SHORT = { T: 'T', S: 'S', L: 'L', N: 'N', M: 'M', Tstrong: 'Ts', Tweak: 'Tw', Tnull: 'T0', nonT: 'nT' };
 const TYPE_LONG = { T: 'tumour', S: 'stroma', L: 'lymphocyte', N: 'neutrophil', M: 'macrophage', Tstrong: 'HER2-strong tumour',
   Tweak: 'HER2-weak tumour', Tnull: 'HER2-null tumour', nonT: 'non-tumour' };
 
@@ -52,4 +52,11 @@ export function metricName(key) {
   const plain = String(key).replace(/^(Morph|Texture|Tex)_/, '').replace(/_/g, ' ')
     .replace(/([a-z])([A-Z])/g, '$1 $2');
   return [plain.charAt(0).toUpperCase() + plain.slice(1).toLowerCase(), ''];
+}
+
+/** The key of the short pair heads used by `pairs` (e.g. "T tumour · L lymphocyte"). */
+export function pairKey(pairs) {
+  const seen = [];
+  for (const pair of pairs) for (const t of String(pair).split('-')) if (!seen.includes(t)) seen.push(t);
+  return seen.map((t) => `${TYPE_SHORT[t] || t} ${TYPE_LONG[t] || t}`).join(' · ');
 }

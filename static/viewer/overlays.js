@@ -17,7 +17,7 @@ import {
   outlineZoom, parseCells, parseContours, parseEdges, pointSizePx, rectContains, wantRecords,
 } from './overlay_data.js';
 import { OverlayRenderer } from './overlay_gl.js';
-import { metricName, pairHead } from './metric_names.js';
+import { metricName, pairHead, pairKey } from './metric_names.js';
 
 const RECORD_KINDS = new Set(['cells', 'her2', 'edges']);
 const DRAW_ORDER = { density: 0, edges: 1, cells: 2, her2: 3 };
@@ -692,7 +692,8 @@ class PaneOverlays {
           ...pairs.map((p) => el('td', { text: fmt(graph[p]?.[m]), attrs: { 'data-pair': p, 'data-metric': m } }))]));
       }
       table.append(body);
-      parts.push(el('h4', { text: 'Cell graphs (sc-MTOP)' }), el('div', { className: 'ov-graph-wrap' }, [table]));
+      parts.push(el('h4', { text: 'Cell graphs (sc-MTOP)' }), el('div', { className: 'ov-graph-wrap' }, [table]),
+        el('p', { className: 'ov-muted ov-pair-key', text: `Graphs of cell pairs: ${pairKey(pairs)}` }));
     } else {
       parts.push(el('p', { className: 'ov-muted', text: 'Not in any cell graph.' }));
     }

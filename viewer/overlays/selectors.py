@@ -26,6 +26,7 @@ from viewer.overlays.services import (
     overlay_run_info,
     run_overlay_get,
 )
+from viewer.overlays.contours import contour_records
 from viewer.tiles.cache import cache_get, cache_set
 
 logger = logging.getLogger(__name__)
@@ -137,10 +138,6 @@ def overlay_contours(*, slide_id: int, layer: str, x: float, y: float, width: fl
     """Contour records (analysis.core.overlay.pack_contours) of the nuclei whose centroid is in
     the level-0 rectangle: (body, cells, vertices). Read from the cell table's row groups that
     meet the rectangle (its spatial index); the ids are those of the cell records."""
-    import pyarrow as pa
-
-    from analysis.core.cells import table as cell_table
-
     info = overlay_layer_run_info(slide_id, layer)
     kind = ov.layer_kind(layer)
     if kind not in ("cells", "her2"):
@@ -151,45 +148,8 @@ def overlay_contours(*, slide_id: int, layer: str, x: float, y: float, width: fl
     if ov.viewport_upper_bound(data, "cells", x0=x, y0=y, x1=x1, y1=y1) > limit \
             and len(ov.cells_in_view(data, x0=x, y0=y, x1=x1, y1=y1)) > limit:
         raise ViewportTooLarge("zoom in")
-    # The table's footer index (private to table.py, read-only use): row groups meeting the
-    # rectangle and their first row, for row positions when the run's ids are row positions.
-    index = cell_table._index(info.cells_path)
-    groups = cell_table._rect_row_groups(index, x0=x, y0=y, x1=x1, y1=y1)
-    if not groups:
-        return b"", 0, 0
-    starts = np.concatenate([[0], np.cumsum([index.footer.row_group(g).num_rows
-                                             for g in range(index.footer.num_row_groups)])])
-    parquet = pq_file(info.cells_path, index.footer)
-    tables, rows = [], []
-    for group in groups:
-        t = parquet.read_row_group(group, columns=["id", "x", "y", "contour", "cls", "her2_class"], use_threads=False)
-        cx, cy = t["x"].to_numpy(), t["y"].to_numpy()
-        keep = (cx >= x) & (cx < x1) & (cy >= y) & (cy < y1)
-        if kind == "her2":
-            keep &= ov.her2_codes(t["her2_class"].to_numpy(zero_copy_only=False)) != ov.HER2_NONE
-        if keep.any():
-            tables.append(t.filter(pa.array(keep)))
-            rows.append(starts[group] + np.flatnonzero(keep))
-    if not tables:
-        return b"", 0, 0
-    t = pa.concat_tables(tables)
-    cls = ov.class_codes(t["cls"].to_numpy(zero_copy_only=False))
-    her2 = ov.her2_codes(t["her2_class"].to_numpy(zero_copy_only=False))
-    ids = np.concatenate(rows) if data.id_is_row else t["id"].to_numpy()
-    packed = ((ids.astype(np.uint32) << np.uint32(8)) | (her2.astype(np.uint32) << np.uint32(4)) | cls.astype(np.uint32))
-    contour = t["contour"].combine_chunks()
-    offsets = contour.offsets.to_numpy().astype(np.int64) // 2
-    values = contour.values.to_numpy(zero_copy_only=False).astype(np.int32).reshape(-1, 2)
-    offsets, values = ov.simplify_rings(offsets=offsets, values=values)
-    body = ov.pack_contours(ox=np.rint(t["x"].to_numpy()), oy=np.rint(t["y"].to_numpy()), packed=packed,
-                            offsets=offsets, values=values)
-    return body, len(packed), int(offsets[-1])
-
-
-def pq_file(path, footer):
-    import pyarrow.parquet as pq
-
-    return pq.ParquetFile(path, metadata=footer)
+    return contour_records(cells_path=info.cells_path, x0=x, y0=y, x1=x1, y1=y1, her2_only=kind == "her2",
+                           id_is_row=data.id_is_row)
 
 
 def _finite(value):
