@@ -62,6 +62,7 @@ LADDER_OPEN_SLIDES = int(os.environ.get("LADDER_OPEN_SLIDES", "32"))
 LADDER_JPEG_QUALITY = int(os.environ.get("LADDER_JPEG_QUALITY", "80"))
 LADDER_OVERLAY_RUNS = int(os.environ.get("LADDER_OVERLAY_RUNS", "4"))  # analysis runs kept in memory per process
 LADDER_OVERLAY_MAX_RECORDS = int(os.environ.get("LADDER_OVERLAY_MAX_RECORDS", "500000"))  # per viewport answer
+LADDER_OVERLAY_MAX_CONTOURS = int(os.environ.get("LADDER_OVERLAY_MAX_CONTOURS", "60000"))  # nuclei per outline answer
 # A running job whose worker has not reported for this long is considered dead.
 LADDER_JOB_HEARTBEAT_TIMEOUT = int(os.environ.get("LADDER_JOB_HEARTBEAT_TIMEOUT", "120"))
 

@@ -11,13 +11,16 @@ Codes (stable, little-endian; docs/overlays.md):
 - pair_code = index of the pair type in `pair_types(stain)` (the edge layer's legend order).
 
 Records: cells 12 bytes (float32 x, float32 y, uint32 (id << 8) | (her2 << 4) | class),
-edges 20 bytes (float32 x1, y1, x2, y2, uint32 pair_code).
+edges 20 bytes (float32 x1, y1, x2, y2, uint32 pair_code); nucleus outlines (zoomed far in)
+are contour records: a 16-byte head (float32 origin x, y, uint32 packed, uint32 n) and n
+int16 vertex offsets per cell, collinear vertices dropped (`pack_contours`).
 
 Tiles are mode "P" PNGs, palette index 0 fully transparent. Rendering by zoom (scale =
 tile px per level-0 px): scale >= 0.5 draws the nuclei contours (outline opaque, fill
 translucent); below, one disc (or one pixel) per cell, stamped with numpy; edges are
 vectorised DDA lines; density is a per-class count grid summed into bins of at least
-`DENSITY_MIN_BIN_PX` level-0 px, coloured with cividis (colour-blind safe, sequential).
+`DENSITY_MIN_BIN_PX` level-0 px, coloured with a ramp of the class's own colour (`density_ramp`;
+empty bins transparent).
 
 Size: ~800 lines kept in one module on purpose: the cells, HER2, edges and density layers
 share the code tables, palettes and the in-memory `RunOverlay` arrays, and the PNG tile,
@@ -183,6 +186,76 @@ def pack_edges(*, x1, y1, x2, y2, code) -> bytes:
 def unpack_edges(data: bytes) -> dict[str, np.ndarray]:
     rec = np.frombuffer(data, dtype=EDGE_RECORD)
     return {name: rec[name] for name in EDGE_RECORD.names}
+
+
+# --------------------------------------------------------------------------- contour records
+
+CONTOUR_HEADER_BYTES = 16
+
+
+def simplify_rings(*, offsets: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Drop the collinear vertices of flattened rings (CSR `offsets` in points, `values` (n, 2)
+    integer): a pixel-chain contour keeps only its corners, the outline drawn is the same.
+    Vectorised over all rings; a ring keeps at least 3 vertices. Returns (offsets, values)."""
+    offsets = np.asarray(offsets, dtype=np.int64)
+    counts = np.diff(offsets)
+    n = int(offsets[-1] - offsets[0]) if len(offsets) else 0
+    if n == 0:
+        return offsets - offsets[0] if len(offsets) else offsets, values[:0]
+    pts = np.asarray(values, dtype=np.int32)[offsets[0]:offsets[-1]]
+    ring = np.repeat(np.arange(len(counts)), counts)
+    start = np.repeat(offsets[:-1] - offsets[0], counts)
+    pos = np.arange(n) - start
+    cnt = counts[ring]
+    prev = start + (pos - 1) % cnt
+    nxt = start + (pos + 1) % cnt
+    a = pts - pts[prev]
+    b = pts[nxt] - pts
+    cross = a[:, 0].astype(np.int64) * b[:, 1] - a[:, 1].astype(np.int64) * b[:, 0]
+    keep = (cross != 0) | (cnt[ring] <= 3)
+    kept = np.bincount(ring[keep], minlength=len(counts))
+    small = kept < 3  # degenerate (straight) rings: keep them whole
+    if small.any():
+        keep |= small[ring]
+        kept = np.bincount(ring[keep], minlength=len(counts))
+    out = np.zeros(len(counts) + 1, dtype=np.int64)
+    np.cumsum(kept, out=out[1:])
+    return out, pts[keep]
+
+
+def pack_contours(*, ox: np.ndarray, oy: np.ndarray, packed: np.ndarray, offsets: np.ndarray,
+                  values: np.ndarray) -> bytes:
+    """Contour records, variable length, 4-byte aligned, little-endian; per cell:
+    float32 ox, float32 oy (origin: the rounded centroid, level-0 px), uint32 packed (as the
+    cell records: (id << 8) | (her2 << 4) | class), uint32 n; then n x (int16 dx, int16 dy),
+    the contour's vertices relative to the origin (the cell table's own encoding)."""
+    offsets = np.asarray(offsets, dtype=np.int64)
+    counts = np.diff(offsets)
+    m = len(counts)
+    words = np.zeros(4 * m + int(counts.sum()), dtype=np.uint32)
+    head = 4 * np.arange(m) + np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64) if m else np.zeros(0, np.int64)
+    words[head] = np.asarray(ox, dtype="<f4").view(np.uint32)
+    words[head + 1] = np.asarray(oy, dtype="<f4").view(np.uint32)
+    words[head + 2] = np.asarray(packed, dtype=np.uint32)
+    words[head + 3] = counts.astype(np.uint32)
+    if len(values):
+        pairs = np.ascontiguousarray(np.asarray(values, dtype=np.int32)[offsets[0]:offsets[-1]].astype("<i2"))
+        where = np.repeat(head + 4, counts) + (np.arange(int(counts.sum())) - np.repeat(offsets[:-1] - offsets[0], counts))
+        words[where] = pairs.view("<u4").ravel()
+    return words.astype("<u4").tobytes()
+
+
+def unpack_contours(data: bytes) -> list[dict]:
+    """Decode contour records (tests, tools): [{x, y, packed, points (n, 2) absolute}]."""
+    words = np.frombuffer(data, dtype="<u4")
+    out, i = [], 0
+    while i < len(words):
+        ox, oy = words[i:i + 2].view("<f4")
+        n = int(words[i + 3])
+        rel = words[i + 4:i + 4 + n].view("<i2").reshape(n, 2).astype(np.int64)
+        out.append({"x": float(ox), "y": float(oy), "packed": int(words[i + 2]), "points": rel + (int(ox), int(oy))})
+        i += 4 + n
+    return out
 
 
 # --------------------------------------------------------------------------- PNG
@@ -601,10 +674,27 @@ def layer_palette(o: RunOverlay, layer: str) -> tuple[list[tuple[int, int, int]]
             rgb[1 + code] = hex_rgb(pair_colour(pair, code))
             alpha[1 + code] = 255
     else:
-        for i, colour in enumerate(cividis(255)):
+        ramp, ramp_alpha = density_ramp(CLASS_COLOURS[CLASS_ORDER[density_class(layer)]])
+        for i, (colour, a) in enumerate(zip(ramp, ramp_alpha)):
             rgb[1 + i] = colour
-            alpha[1 + i] = 255
+            alpha[1 + i] = a
     return rgb, alpha
+
+
+def density_ramp(colour: str, n: int = 255) -> tuple[list[tuple[int, int, int]], list[int]]:
+    """A density layer's ramp: one hue per class (its cell-class colour, so tumour and lymphocyte
+    density are told apart), light tint -> the colour -> a darker shade as density rises, and
+    alpha rising with it (sparse bins stay see-through; empty bins are palette index 0,
+    transparent). Single-hue sequential ramps: Brewer & Harrower, ColorBrewer (2003)."""
+    base = np.asarray(hex_rgb(colour), dtype=np.float64)
+    light = 0.8 * 255 + 0.2 * base
+    dark = 0.55 * base
+    out, alpha = [], []
+    for t in np.linspace(0.0, 1.0, n):
+        c = light + (base - light) * (t / 0.6) if t < 0.6 else base + (dark - base) * ((t - 0.6) / 0.4)
+        out.append(tuple(int(round(v)) for v in np.clip(c, 0, 255)))
+        alpha.append(int(round(90 + 150 * t)))
+    return out, alpha
 
 
 def layer_kind(layer: str) -> str:

@@ -196,7 +196,12 @@ function setTool(tool, slideId) {
   state.freehand = null;
   for (const [id, entry] of state.slides) {
     const annotorious = state.tool && id === state.toolSlide && (state.tool === 'polygon' || state.tool === 'rectangle');
-    if (annotorious) entry.anno.setDrawingTool(state.tool);
+    if (annotorious) {
+      // Annotorious' desktop default is 'click' mode (click a corner, click the other), where a
+      // drag pans the slide; a rectangle is dragged (as in QuPath), a polygon clicked vertex by vertex.
+      entry.anno.setDrawingMode(state.tool === 'rectangle' ? 'drag' : 'click');
+      entry.anno.setDrawingTool(state.tool);
+    }
     entry.anno.setDrawingEnabled(Boolean(annotorious));
     entry.pane.root?.classList?.toggle('an-drawing', Boolean(state.tool) && id === state.toolSlide);
     drawPoints(entry);

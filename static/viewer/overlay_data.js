@@ -251,3 +251,49 @@ export function pointSizePx({ zoom, mpp }) {
   const px = mpp ? (9 / mpp) * zoom : 36 * zoom;
   return Math.max(2, Math.min(40, px));
 }
+
+/**
+ * Nucleus outlines (zoomed far in). Contour records (docs/overlays.md): per cell a 16-byte
+ * head, float32 ox, oy (origin = rounded centroid), uint32 packed (as the cell records),
+ * uint32 n, then n x (int16 dx, int16 dy). parseContours expands them into one 28-byte
+ * segment per contour edge for WebGL: float32 x1, y1, x2, y2, ox, oy, uint32 packed.
+ */
+export const SEGMENT_BYTES = 28;
+/** Outlines replace the discs once a nucleus (~9 um) spans this many screen px (about 20x). */
+export const OUTLINE_MIN_PX = 18;
+
+export function parseContours(buffer) {
+  if (buffer.byteLength % 4) throw new RecordFormatError(`contour records: ${buffer.byteLength} bytes is not a multiple of 4`);
+  const words = new Uint32Array(buffer);
+  const floats = new Float32Array(buffer);
+  const shorts = new Int16Array(buffer);
+  let cells = 0; let segments = 0;
+  for (let i = 0; i < words.length;) {
+    const n = words[i + 3];
+    if (i + 4 + n > words.length) throw new RecordFormatError('contour records: truncated');
+    cells += 1; segments += n; i += 4 + n;
+  }
+  const out = new ArrayBuffer(segments * SEGMENT_BYTES);
+  const f = new Float32Array(out);
+  const u = new Uint32Array(out);
+  let k = 0;
+  for (let i = 0; i < words.length;) {
+    const ox = floats[i]; const oy = floats[i + 1]; const packed = words[i + 2]; const n = words[i + 3];
+    const base = (i + 4) * 2;  // index in int16 units
+    for (let j = 0; j < n; j += 1) {
+      const a = base + 2 * j; const b = base + 2 * ((j + 1) % n);
+      f[k] = ox + shorts[a]; f[k + 1] = oy + shorts[a + 1];
+      f[k + 2] = ox + shorts[b]; f[k + 3] = oy + shorts[b + 1];
+      f[k + 4] = ox; f[k + 5] = oy; u[k + 6] = packed;
+      k += 7;
+    }
+    i += 4 + n;
+  }
+  return { cells, segments, buffer: out, f32: f, u32: u };
+}
+
+/** Draw outlines (not discs) at this zoom? */
+export function outlineZoom({ zoom, mpp }) {
+  const px = mpp ? (9 / mpp) * zoom : 36 * zoom;
+  return px >= OUTLINE_MIN_PX;
+}

@@ -14,9 +14,10 @@
  */
 import {
   CLASS_KEYS, HER2_KEYS, HER2_NONE, boundsOf, cellAt, cellGrid, clipRect, highlightMasks, legendPalette,
-  parseCells, parseEdges, pointSizePx, rectContains, wantRecords,
+  outlineZoom, parseCells, parseContours, parseEdges, pointSizePx, rectContains, wantRecords,
 } from './overlay_data.js';
 import { OverlayRenderer } from './overlay_gl.js';
+import { metricName, pairHead, pairKey } from './metric_names.js';
 
 const RECORD_KINDS = new Set(['cells', 'her2', 'edges']);
 const DRAW_ORDER = { density: 0, edges: 1, cells: 2, her2: 3 };
@@ -64,6 +65,7 @@ class PaneOverlays {
     this.tiled = new Map();     // name -> TiledImage | 'pending'
     this.tiledUrl = new Map();  // name -> DZI URL of its TiledImage (?hide=... follows the legend)
     this.records = new Map();   // name -> {rect, parsed, grid}
+    this.contours = new Map();  // name -> {rect, cells, segments}: nucleus outlines, zoomed far in
     this.fetching = new Map();  // name -> {controller, rect}
     this.refused = new Map();   // name -> smallest area answered 413
     this.highlight = null;      // masks from highlightMasks
@@ -125,7 +127,7 @@ class PaneOverlays {
     this.slideSize = { width: data.width || this.slide.width, height: data.height || this.slide.height };
     for (const layer of this.layers) {
       if (!this.state.has(layer.name)) {
-        this.state.set(layer.name, { visible: false, opacity: layer.kind === 'density' ? 0.6 : 0.85, hidden: new Set() });
+        this.state.set(layer.name, { visible: false, opacity: layer.kind === 'density' ? 0.6 : 0.85, hidden: new Set(), fill: false });
       }
     }
     this._renderPanel();
@@ -166,6 +168,15 @@ class PaneOverlays {
     this._syncControls(name);
     const layer = this.layer(name);
     if (layer && state.visible) this._ensureTiles(layer);  // zoomed out too: tiles without those classes
+    this.draw();
+  }
+
+  /** Fill the nucleus outlines (translucent) or draw the outlines only (the default: the nucleus shows). */
+  setFill(name, fill) {
+    const state = this.state.get(name);
+    if (!state) throw new Error(`no layer ${name} on pane ${this.index}`);
+    state.fill = Boolean(fill);
+    this._syncControls(name);
     this.draw();
   }
 
@@ -259,7 +270,7 @@ class PaneOverlays {
     const state = this.state.get(name);
     if (!item || item === 'pending' || !state) return;
     let opacity = state.visible ? state.opacity : 0;
-    if (this.mode(name) === 'records') opacity = 0;
+    if (this.mode(name) === 'records' || this.outlined(name)) opacity = 0;
     else if (this.highlight && state.visible) {
       opacity *= this.highlight.layers.includes(name) ? 1 : 0.3;
     }
@@ -316,10 +327,79 @@ class PaneOverlays {
     for (const [name, records] of this.records) {
       if (!rectContains(records.rect, seen) && !this.fetching.has(name)) return true;
     }
+    for (const [name, contours] of this.contours) {
+      if (!rectContains(contours.rect, seen) && !this.fetching.has(`${name}:contours`)) return true;
+    }
     return false;
   }
 
+  /** Outlines drawn for this layer now (zoomed far in, contour records covering the view)? */
+  outlined(name) {
+    const state = this.state.get(name);
+    const contours = this.contours.get(name);
+    if (!state || !state.visible || !contours || !this.renderer) return false;
+    const t = this.pane.getView();
+    if (!t || !outlineZoom({ zoom: t.zoom, mpp: this.slide.mpp })) return false;
+    const view = this.viewRect();
+    return Boolean(view && rectContains(contours.rect, clipRect(view, this.slideSize.width, this.slideSize.height)));
+  }
+
+  _refreshContours(layer) {
+    const key = `${layer.name}:contours`;
+    const pending = this.fetching.get(key);
+    const view = this.viewRect();
+    const t = this.pane.getView();
+    if (!this.renderer || !layer.contours_url || !view || !t || !outlineZoom({ zoom: t.zoom, mpp: this.slide.mpp })) {
+      if (pending) { pending.controller.abort(); this.fetching.delete(key); }
+      return;
+    }
+    const { width, height } = this.slideSize;
+    const seen = clipRect(view, width, height);
+    const have = this.contours.get(layer.name);
+    if (have && rectContains(have.rect, seen)) return;
+    if (pending && rectContains(pending.rect, seen)) return;
+    if (pending) pending.controller.abort();
+    const rect = clipRect(boundsOf([{ x: view.x, y: view.y }, { x: view.x + view.width, y: view.y + view.height }], FETCH_MARGIN), width, height);
+    this._fetchContours(layer, rect, key);
+  }
+
+  async _fetchContours(layer, rect, key) {
+    const controller = new AbortController();
+    const entry = { controller, rect };
+    this.fetching.set(key, entry);
+    const url = `${layer.contours_url}?x=${rect.x}&y=${rect.y}&width=${rect.width}&height=${rect.height}`;
+    try {
+      const started = performance.now();
+      const response = await fetch(url, { credentials: 'same-origin', signal: controller.signal });
+      if (response.status === 413) return;  // too many nuclei in view: discs stay
+      if (!response.ok) throw new Error(`HTTP ${response.status}`);
+      const buffer = await response.arrayBuffer();
+      if (this.fetching.get(key) !== entry || !this.state.get(layer.name).visible) return;
+      const parsed = parseContours(buffer);
+      this.renderer.setRecords(`${layer.name}:outline`, 'contours', parsed.buffer, parsed.segments);
+      this.contours.set(layer.name, { rect, cells: parsed.cells, segments: parsed.segments, bytes: buffer.byteLength,
+        ms: Math.round(performance.now() - started) });
+      this._updateTileOpacity(layer.name);
+      this.draw();
+    } catch (error) {
+      if (error.name !== 'AbortError') console.warn(`overlay outlines ${layer.name}: ${error.message}`);
+    } finally {
+      if (this.fetching.get(key) === entry) this.fetching.delete(key);
+    }
+  }
+
+  _dropContours(name) {
+    const key = `${name}:contours`;
+    const pending = this.fetching.get(key);
+    if (pending) { pending.controller.abort(); this.fetching.delete(key); }
+    if (this.contours.has(name)) {
+      this.contours.delete(name);
+      if (this.renderer) this.renderer.drop(`${name}:outline`);
+    }
+  }
+
   _refreshLayer(layer) {
+    if (layer.contours_url) this._refreshContours(layer);
     if (!this.renderer || !layer.viewport_url) return;
     const view = this.viewRect();
     if (!view) return;
@@ -371,6 +451,7 @@ class PaneOverlays {
   }
 
   _dropRecords(name) {
+    this._dropContours(name);
     const pending = this.fetching.get(name);
     if (pending) { pending.controller.abort(); this.fetching.delete(name); }
     if (this.records.has(name)) {
@@ -412,6 +493,22 @@ class PaneOverlays {
       if (!state.visible || !this.records.has(layer.name)) continue;
       const highlight = this.highlight && (this.highlight.layers.includes(layer.name) || this.highlight.dimAll)
         ? this.highlight : null;
+      if (this.outlined(layer.name)) {
+        // Zoomed far in: each nucleus's stored contour in its class colour; the nucleus stays visible.
+        const her2 = layer.kind === 'her2';
+        draws.push({
+          name: `${layer.name}:outline`,
+          palette: legendPalette(layer.legend, state.hidden),
+          opacity: this.highlight && !highlight ? state.opacity * 0.25 : state.opacity,
+          mode: layer.kind,
+          fill: her2 ? 0 : (state.fill ? 0.35 : 0),
+          lineWidth: her2 ? 3 : 2,
+          ring: her2 ? 3 : 0,
+          highlight,
+          hoverId: this.hoverLayer === layer.name ? this.hoverId : 0,
+        });
+        continue;
+      }
       draws.push({
         name: layer.name,
         palette: legendPalette(layer.legend, state.hidden),
@@ -448,7 +545,8 @@ class PaneOverlays {
     const t = this.transform();
     if (!t) return null;
     const image = this.pane.elementToImage(p);
-    const radius = Math.max(HOVER_RADIUS_PX, pointSizePx({ zoom: t.zoom, mpp: this.slide.mpp }) / 2) / t.zoom;
+    const nucleusPx = this.slide.mpp ? (9 / this.slide.mpp) * t.zoom : 36 * t.zoom;
+    const radius = Math.max(HOVER_RADIUS_PX, Math.max(pointSizePx({ zoom: t.zoom, mpp: this.slide.mpp }), nucleusPx * 0.75) / 2) / t.zoom;
     const order = [...this.layers].filter((l) => l.kind === 'cells' || l.kind === 'her2').reverse();
     for (const layer of order) {
       const records = this.records.get(layer.name);
@@ -521,8 +619,26 @@ class PaneOverlays {
     }
     this.selected = cell;
     this._renderInspector(cell);
+    this._placeInspector(cell);
     this.draw();
     return cell;
+  }
+
+  /** Keep the inspector off the clicked cell: on the other side of the pane, and if the pane is
+   * too narrow for that, pan the cell into the part of the pane the panel leaves free. */
+  _placeInspector(cell) {
+    const stage = this.pane.stage.getBoundingClientRect();
+    const p = this.pane.imageToElement({ x: cell.x, y: cell.y });
+    const left = p.x > stage.width / 2;
+    this.inspector.classList.toggle('ov-left', left);
+    const box = this.inspector.getBoundingClientRect();
+    const x0 = box.left - stage.left; const x1 = box.right - stage.left;
+    const margin = 24;
+    if (p.x + margin > x0 && p.x - margin < x1 && p.y + margin > box.top - stage.top && p.y - margin < box.bottom - stage.top) {
+      const free = left ? (x1 + stage.width) / 2 : x0 / 2;  // middle of the uncovered strip
+      if (typeof this.pane.panByPixels === 'function') this.pane.panByPixels(p.x - free, 0);
+    }
+    this.inspectorSide = left ? 'left' : 'right';
   }
 
   closeInspector() {
@@ -538,23 +654,28 @@ class PaneOverlays {
   }
 
   _renderInspector(cell) {
-    const rows = (pairs) => el('dl', { className: 'ov-dl' }, pairs.flatMap(([k, v, field]) => [
-      el('dt', { text: k }), el('dd', { text: fmt(v), attrs: field ? { 'data-field': field } : {} })]));
+    const rows = (pairs) => el('dl', { className: 'ov-dl' }, pairs.flatMap(([k, v, field, title]) => [
+      el('dt', { text: k, attrs: title ? { title } : {} }), el('dd', { text: typeof v === 'string' && field === 'prob' ? v : fmt(v),
+        attrs: field ? { 'data-field': field, ...(field === 'prob' && v === 'n/a' ? { title: 'This segmenter gives no class probability' } : {}) } : {} })]));
     const classColour = (this.layers.find((l) => l.kind === 'cells')?.legend || []).find((e) => e.key === cell.cls)?.color;
     const swatch = el('span', { className: 'ov-swatch', attrs: { style: `background:${classColour || '#999'}` } });
     const parts = [
       this._inspectorHead(`Cell #${cell.id}`),
       el('p', { className: 'ov-cellclass' }, [swatch, el('strong', { text: fmt(cell.cls), attrs: { 'data-field': 'cls' } })]),
-      rows([['probability', cell.prob, 'prob'], ['area (µm²)', cell.area_um2, 'area_um2'],
+      rows([['Class probability', cell.prob === null || cell.prob === undefined ? 'n/a' : cell.prob, 'prob'],
+        ['Area (µm²)', cell.area_um2, 'area_um2'],
         ['x, y (px)', `${fmt(cell.x, 5)}, ${fmt(cell.y, 5)}`, 'xy']]),
     ];
     if (cell.her2) {
-      parts.push(el('h4', { text: 'HER2 membrane' }), rows([['class', cell.her2.class, 'her2_class'],
-        ['DAB OD', cell.her2.od, 'her2_od'], ['completeness', cell.her2.completeness, 'her2_completeness']]));
+      parts.push(el('h4', { text: 'HER2 membrane' }), rows([['Class', cell.her2.class, 'her2_class'],
+        ['DAB optical density', cell.her2.od, 'her2_od'], ['Completeness', cell.her2.completeness, 'her2_completeness']]));
     }
     if (cell.morphology && Object.keys(cell.morphology).length) {
       const details = el('details', { className: 'ov-morph' }, [el('summary', { text: `Morphology (${Object.keys(cell.morphology).length})` }),
-        rows(Object.entries(cell.morphology).map(([k, v]) => [k, v, `morph-${k}`]))]);
+        rows(Object.entries(cell.morphology).map(([k, v]) => {
+          const [name, unit] = metricName(k);
+          return [unit ? `${name} (${unit})` : name, v, `morph-${k}`, k];
+        }))]);
       parts.push(details);
     }
     const graph = cell.graph || {};
@@ -562,14 +683,19 @@ class PaneOverlays {
     if (pairs.length) {
       const metrics = [...new Set(pairs.flatMap((p) => Object.keys(graph[p] || {})))];
       const table = el('table', { className: 'ov-graph' });
-      table.append(el('thead', {}, [el('tr', {}, [el('th', { text: 'metric' }), ...pairs.map((p) => el('th', { text: p }))])]));
+      table.append(el('thead', {}, [el('tr', {}, [el('th', { text: 'Metric', attrs: { scope: 'col' } }),
+        ...pairs.map((p) => { const head = pairHead(p); return el('th', { text: head.short, attrs: { scope: 'col', title: head.long, 'data-pair': p } }); })])]));
       const body = el('tbody');
       for (const m of metrics) {
-        body.append(el('tr', {}, [el('td', { text: cell.metric_labels?.[m] || m, attrs: { title: m } }), ...pairs.map((p) => el('td', { text: fmt(graph[p]?.[m]),
-          attrs: { 'data-pair': p, 'data-metric': m } }))]));
+        // The server's plain name (viewer.cases.feature_labels) where it has one, else the page's.
+        const [name, unit] = metricName(m);
+        const text = cell.metric_labels?.[m] || (unit ? `${name} (${unit})` : name);
+        body.append(el('tr', {}, [el('th', { text, attrs: { scope: 'row', title: m, 'data-metric-name': m } }),
+          ...pairs.map((p) => el('td', { text: fmt(graph[p]?.[m]), attrs: { 'data-pair': p, 'data-metric': m } }))]));
       }
       table.append(body);
-      parts.push(el('h4', { text: 'Cell graphs (sc-MTOP)' }), el('div', { className: 'ov-graph-wrap' }, [table]));
+      parts.push(el('h4', { text: 'Cell graphs (sc-MTOP)' }), el('div', { className: 'ov-graph-wrap' }, [table]),
+        el('p', { className: 'ov-muted ov-pair-key', text: `Graphs of cell pairs: ${pairKey(pairs)}` }));
     } else {
       parts.push(el('p', { className: 'ov-muted', text: 'Not in any cell graph.' }));
     }
@@ -668,6 +794,13 @@ class PaneOverlays {
         el('div', { className: 'ov-layer-head' }, [box, el('label', { text: layer.label || layer.name, attrs: { for: id } }), slider]),
         legend,
       ]);
+      if (layer.kind === 'cells' && layer.contours_url) {
+        const fill = el('input', { attrs: { type: 'checkbox', 'data-fill': layer.name } });
+        fill.checked = state.fill;
+        fill.addEventListener('change', () => this.setFill(layer.name, fill.checked));
+        row.append(el('label', { className: 'ov-fill', attrs: { title: 'Zoomed in, nuclei are outlined; tick to fill them too' } },
+          [fill, el('span', { text: 'Fill nucleus outlines' })]));
+      }
       if (layer.kind === 'density' || !togglable) row.classList.add('ov-density');
       parts.push(row);
     }
@@ -683,13 +816,15 @@ class PaneOverlays {
     row.querySelector('input[type=checkbox][data-layer]').checked = state.visible;
     row.querySelector('input[type=range]').value = String(state.opacity);
     row.classList.toggle('ov-on', state.visible);
+    const fill = row.querySelector('input[data-fill]');
+    if (fill) fill.checked = state.fill;
     for (const box of row.querySelectorAll('ul input[data-key]')) box.checked = !state.hidden.has(box.dataset.key);
   }
 }
 
 function layerHint(glError) {
   if (glError) return 'WebGL unavailable: cells are drawn from image tiles at every zoom.';
-  return 'Zoomed out: image tiles. Zoomed in: every cell and edge (hover, click to inspect). Untick a class or pair type to hide it at every zoom.';
+  return 'Zoomed out: image tiles. Zoomed in: every cell and edge (hover, click to inspect); from about 20×, each nucleus\'s outline. Untick a class or pair type to hide it at every zoom.';
 }
 
 class CaseOverlays {
@@ -733,6 +868,8 @@ class CaseOverlays {
   setVisible(index, name, visible) { this._pane(index).setVisible(name, visible); }
 
   setOpacity(index, name, opacity) { this._pane(index).setOpacity(name, opacity); }
+
+  setFill(index, name, fill) { this._pane(index).setFill(name, fill); }
 
   setHidden(index, name, key, hidden) { this._pane(index).setHidden(name, key, hidden); }
 
@@ -800,7 +937,7 @@ class CaseOverlays {
     return {
       panes: this.panes.map((pane) => Object.fromEntries(pane.layers.map((layer) => {
         const s = pane.state.get(layer.name);
-        return [layer.name, { visible: s.visible, opacity: s.opacity, hidden: [...s.hidden] }];
+        return [layer.name, { visible: s.visible, opacity: s.opacity, hidden: [...s.hidden], fill: s.fill }];
       }))),
       highlight: this.highlightName,
     };
@@ -834,6 +971,7 @@ class CaseOverlays {
         if (Array.isArray(s.hidden)) current.hidden = new Set(s.hidden);
         if (typeof s.opacity === 'number') current.opacity = Math.max(0, Math.min(1, s.opacity));
         if (typeof s.visible === 'boolean') current.visible = s.visible;
+        if (typeof s.fill === 'boolean') current.fill = s.fill;
         pane._syncControls(name);
         pane._apply(name);
       }
@@ -855,10 +993,15 @@ class CaseOverlays {
         layers: [...pane.highlight.layers] } : null,
       hover: pane.hoverId,
       inspected: pane.selected ? pane.selected.id : null,
+      inspectorSide: pane.inspectorSide || null,
       layers: Object.fromEntries(pane.layers.map((layer) => {
         const records = pane.records.get(layer.name);
         const tiles = pane.tiled.get(layer.name);
+        const contours = pane.contours.get(layer.name);
         return [layer.name, { mode: pane.mode(layer.name), records: records ? records.parsed.count : null,
+          drawn: pane.outlined(layer.name) ? 'outlines' : pane.mode(layer.name),
+          outlines: contours ? { cells: contours.cells, segments: contours.segments, bytes: contours.bytes, ms: contours.ms, rect: contours.rect } : null,
+          fill: pane.state.get(layer.name).fill,
           rect: records ? records.rect : null, tiles: tiles ? (tiles === 'pending' ? 'pending' : 'loaded') : null,
           tileUrl: tiles && tiles !== 'pending' ? pane.tiledUrl.get(layer.name) : null,
           pending: pane.fetching.has(layer.name) }];

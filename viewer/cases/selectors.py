@@ -187,7 +187,10 @@ RISK_IMPLICATIONS = {  # what the study attached to each group; shown as researc
 }
 
 
-def attribution_waterfall(*, score, top: int = 12) -> dict:
+ATTRIBUTIONS_SHOWN = 12  # the waterfall's bars and the table's rows: the same inputs
+
+
+def attribution_waterfall(*, score, top: int = ATTRIBUTIONS_SHOWN) -> dict:
     """Plotly waterfall of the largest attributions on the HER2-LADDER score scale."""
     from viewer.cases.feature_labels import feature_label
 
@@ -244,6 +247,6 @@ def case_score_panel(case: Case) -> dict | None:
         return None
     panel = {"score": score, "model": score.model, "implication": RISK_IMPLICATIONS.get(score.risk_group, "")}
     if score.status == "scored":
-        panel["attributions"] = [attribution_row(row) for row in score.attributions[:10]]
+        panel["attributions"] = [attribution_row(row) for row in score.attributions[:ATTRIBUTIONS_SHOWN]]
         panel["waterfall"] = attribution_waterfall(score=score)
     return panel

@@ -47,6 +47,31 @@ class OverlayViewportView(APIView):
         return response
 
 
+@extend_schema(responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
+               parameters=[OpenApiParameter(name, OpenApiTypes.NUMBER, required=True, description="level-0 px")
+                           for name in ("x", "y", "width", "height")])
+class OverlayContoursView(APIView):
+    """GET ?x=&y=&width=&height= (level-0 px): the nuclei's contour records (docs/overlays.md)."""
+
+    def get(self, request, slide_id: int, name: str):
+        x, y, width, height = (_number(request, k) for k in ("x", "y", "width", "height"))
+        if None in (x, y, width, height) or width <= 0 or height <= 0:
+            return Response({"detail": "x, y, width and height (level-0 px, width and height > 0) are required"},
+                            status=400)
+        try:
+            body, count, vertices = overlays.overlay_contours(slide_id=slide_id, layer=name, x=x, y=y, width=width,
+                                                              height=height)
+        except overlays.OverlayNotFound as exc:
+            return Response({"detail": str(exc)}, status=404)
+        except overlays.ViewportTooLarge:
+            return Response({"detail": "zoom in"}, status=413)
+        response = HttpResponse(body, content_type="application/octet-stream")
+        response["X-Cell-Count"] = str(count)
+        response["X-Vertex-Count"] = str(vertices)
+        response["Cache-Control"] = "private, no-cache"
+        return response
+
+
 @extend_schema(responses=docs.CellDetailSerializer,
                parameters=[OpenApiParameter("by", OpenApiTypes.STR, enum=["row"], description="cell_id is a row")])
 class CellDetailView(APIView):

@@ -27,6 +27,7 @@ from viewer.overlays.services import (
     overlay_run_info,
     run_overlay_get,
 )
+from viewer.overlays.contours import contour_records
 from viewer.tiles.cache import cache_get, cache_set
 
 logger = logging.getLogger(__name__)
@@ -41,8 +42,8 @@ NOT_GRADED_ENTRY = {"key": "not_graded", "label": "Not graded (non-tumour)", "co
 def _title(value: str) -> str:
     return value.replace("_", " ").capitalize()
 
-def _density_legend(vmax: float, mpp_x: float | None, mpp_y: float | None) -> list[dict]:
-    palette = ov.cividis(255)
+def _density_legend(vmax: float, mpp_x: float | None, mpp_y: float | None, colour: str) -> list[dict]:
+    palette, _ = ov.density_ramp(colour)
     legend = []
     for i, frac in enumerate((0.0, 0.25, 0.5, 0.75, 1.0)):
         code = 1 + int(round(frac * 254))
@@ -92,6 +93,8 @@ def slide_overlay_layers(slide) -> list[dict]:
             entry["viewport_url"] = f"/api/slides/{slide.pk}/overlays/{name}/viewport"
             entry["record_bytes"] = records
         if kind in ("cells", "her2"):
+            entry["contours_url"] = f"/api/slides/{slide.pk}/overlays/{name}/contours"
+        if kind in ("cells", "her2"):
             entry["id_is_row"] = summary["id_is_row"]
         return {**entry, **common}
 
@@ -115,7 +118,8 @@ def slide_overlay_layers(slide) -> list[dict]:
     for c in ov.CLASS_ORDER:
         if class_counts.get(c.value, 0) > 0:
             layers.append(layer(f"density-{c.value}", "density", f"{_title(c.value)} density",
-                                _density_legend(summary["density_vmax"].get(c.value, 1.0), info.mpp_x, info.mpp_y),
+                                _density_legend(summary["density_vmax"].get(c.value, 1.0), info.mpp_x, info.mpp_y,
+                                                CLASS_COLOURS[c]),
                                 None))
     return layers
 
@@ -162,6 +166,28 @@ def overlay_viewport(*, slide_id: int, layer: str, x: float, y: float, width: fl
     if answer is None:
         raise ViewportTooLarge("zoom in")
     return answer
+
+DEFAULT_MAX_CONTOURS = 60_000
+
+
+def overlay_contours(*, slide_id: int, layer: str, x: float, y: float, width: float,
+                     height: float) -> tuple[bytes, int, int]:
+    """Contour records (analysis.core.overlay.pack_contours) of the nuclei whose centroid is in
+    the level-0 rectangle: (body, cells, vertices). Read from the cell table's row groups that
+    meet the rectangle (its spatial index); the ids are those of the cell records."""
+    info = overlay_layer_run_info(slide_id, layer)
+    kind = ov.layer_kind(layer)
+    if kind not in ("cells", "her2"):
+        raise OverlayNotFound(f"layer {layer!r} has no nucleus outlines")
+    data = run_overlay_get(info)
+    x1, y1 = x + width, y + height
+    limit = int(getattr(settings, "LADDER_OVERLAY_MAX_CONTOURS", DEFAULT_MAX_CONTOURS))
+    if ov.viewport_upper_bound(data, "cells", x0=x, y0=y, x1=x1, y1=y1) > limit \
+            and len(ov.cells_in_view(data, x0=x, y0=y, x1=x1, y1=y1)) > limit:
+        raise ViewportTooLarge("zoom in")
+    return contour_records(cells_path=info.cells_path, x0=x, y0=y, x1=x1, y1=y1, her2_only=kind == "her2",
+                           id_is_row=data.id_is_row)
+
 
 def _finite(value):
     if isinstance(value, (float, np.floating)):
@@ -259,7 +285,9 @@ def overlay_cell_detail(*, slide_id: int, cell_id: int, by_row: bool = False) ->
                 "completeness": _finite(cell["her2_completeness"])}
     detail = {
         "id": int(cell["id"]), "row": row, "run": info.run_id,
-        "x": float(cell["x"]), "y": float(cell["y"]), "cls": cell["cls"], "prob": _finite(cell["prob"]),
+        "x": float(cell["x"]), "y": float(cell["y"]), "cls": cell["cls"],
+        # The classical segmenter's rules give no probability (the table stores 1.0): say so, not "1".
+        "prob": _finite(cell["prob"]) if not info.segmenter.startswith("classical") else None,
         "area_px": area_px, "area_um2": area_px * mpp2 if (mpp2 and area_px is not None) else None,
         "contour": contour.tolist(),
         "morphology": _morphology(info, contour),

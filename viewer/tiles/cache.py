@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 RENDER_VERSIONS = {
     "slide": "3",    # slide tiles, thumbnails and DZI descriptors (viewer.tiles); 3: SVS grid = stored tiles
-    "overlay": "2",  # overlay tiles, layer summaries and cell details (viewer.overlays); 2: HER2 on tumour only
+    "overlay": "3",  # overlay tiles, layer summaries and cell details (viewer.overlays); 3: HER2 on tumour only, density ramp per class
 }
 
 _MISSING = object()

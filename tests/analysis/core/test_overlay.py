@@ -231,3 +231,15 @@ def test_her2_layer_grades_tumour_cells_only(cells):
     assert summary["her2_not_graded"] == 2
     codes = ov.graded_her2_codes(cells["cls"], cells["her2_class"])
     assert codes.tolist() == [0, ov.HER2_NONE, ov.HER2_NONE]
+
+
+def test_density_ramps_differ_per_class_and_empty_is_transparent(run):
+    """Issue 14 item 11: each class's density in its own hue; empty bins transparent, sparse see-through."""
+    tumour_rgb, tumour_alpha = ov.layer_palette(run, "density-tumour")
+    lymph_rgb, _ = ov.layer_palette(run, "density-lymphocyte")
+    assert tumour_alpha[0] == 0 and tumour_rgb[128] != lymph_rgb[128]
+    assert tumour_alpha[1] < 128 < tumour_alpha[255]  # sparse bins see-through, dense ones solid
+    r, g, b = tumour_rgb[255]
+    assert r > g > b  # tumour vermillion stays orange-red at the top, not navy/yellow
+    navy = ov.hex_rgb("#00224E")
+    assert all(tuple(c) != navy for c in tumour_rgb[1:256])

@@ -275,3 +275,57 @@ def test_qc_layer_shows_tissue_tiles_and_the_ink_left_out(he_slide, client_for, 
 
     region = overlay_render_region(he_slide, ["qc"], 0, 0, he_slide.width, he_slide.height, 200, 267)
     assert region is not None and np.asarray(region)[..., 3].max() > 0
+
+
+def test_contour_records_are_the_stored_outlines(phantom_case, client_for, pathologist):
+    """Nucleus outlines (issue 14 item 2): the contour records of a viewport are the cell table's
+    contours (collinear vertices dropped), with the cell records' ids and codes; 400 / 404 / 413."""
+    slide = phantom_case.slide_for(Stain.HE)
+    run = analysed(slide)
+    client = client_for(pathologist)
+    layers = {layer["name"]: layer for layer in client.get(f"/api/slides/{slide.pk}/").json()["overlays"]}
+    url = layers["cells"]["contours_url"]
+    assert "contours_url" not in layers["edges"] and "contours_url" not in layers["density-tumour"]
+    x, y, w, h = slide.width * 0.25, slide.height * 0.25, slide.width * 0.5, slide.height * 0.5
+    response = client.get(url, {"x": x, "y": y, "width": w, "height": h})
+    assert response.status_code == 200 and response["Content-Type"] == "application/octet-stream"
+    records = ov.unpack_contours(response.content)
+    truth = cells_in_rect(path=run_path(run) / "cells.parquet", x0=x, y0=y, x1=x + w, y1=y + h)
+    assert len(records) == len(truth) == int(response["X-Cell-Count"]) > 0
+    assert sum(len(r["points"]) for r in records) == int(response["X-Vertex-Count"])
+    cells = client.get(layers["cells"]["viewport_url"], {"x": x, "y": y, "width": w, "height": h})
+    packed = set(np.frombuffer(cells.content, dtype=ov.CELL_RECORD)["packed"].tolist())
+    assert {r["packed"] for r in records} == packed  # same ids and codes as the cell records
+    by_id = truth.set_index("id")
+    for record in records[:200]:
+        cell = by_id.loc[record["packed"] >> 8]
+        stored = np.asarray(cell["contour"], dtype=np.int64)
+        # every vertex sent is a stored vertex, and the outline is the same polygon (same area)
+        assert {tuple(p) for p in record["points"].tolist()} <= {tuple(p) for p in stored.tolist()}
+        assert ov.CLASS_ORDER[record["packed"] & 15].value == cell["cls"]
+        shoelace = lambda p: abs(np.dot(p[:, 0], np.roll(p[:, 1], -1)) - np.dot(p[:, 1], np.roll(p[:, 0], -1))) / 2
+        assert shoelace(record["points"]) == pytest.approx(shoelace(stored), abs=1e-6)
+    # the inspector's probability: none for a segmenter without one (the classical rules store 1.0)
+    detail = client.get(f"/api/slides/{slide.pk}/cells/{int(truth.iloc[0].id)}/").json()
+    if run.segmenter.startswith("classical"):
+        assert detail["prob"] is None
+    else:
+        assert detail["prob"] == pytest.approx(float(truth.iloc[0].prob))
+    assert client.get(url, {"x": 0, "y": 0}).status_code == 400
+    assert client.get(f"/api/slides/{slide.pk}/overlays/edges/contours", {"x": 0, "y": 0, "width": 9, "height": 9}).status_code == 404
+    from django.test import override_settings
+    with override_settings(LADDER_OVERLAY_MAX_CONTOURS=3):
+        assert client.get(url, {"x": 0, "y": 0, "width": slide.width, "height": slide.height}).status_code == 413
+
+
+def test_simplify_rings_keeps_corners_only():
+    square = np.array([[0, 0], [1, 0], [2, 0], [2, 1], [2, 2], [1, 2], [0, 2], [0, 1]])
+    tri = np.array([[0, 0], [5, 0], [0, 5]])
+    offsets, values = ov.simplify_rings(offsets=np.array([0, 8, 11]), values=np.concatenate([square, tri]))
+    assert offsets.tolist() == [0, 4, 7]
+    assert values[:4].tolist() == [[0, 0], [2, 0], [2, 2], [0, 2]] and values[4:].tolist() == tri.tolist()
+    body = ov.pack_contours(ox=np.array([10.0, 20.0]), oy=np.array([30.0, 40.0]), packed=np.array([7 << 8, 9 << 8]),
+                            offsets=offsets, values=values)
+    assert len(body) == 2 * 16 + 7 * 4
+    back = ov.unpack_contours(body)
+    assert back[0]["points"].tolist() == [[10, 30], [12, 30], [12, 32], [10, 32]] and back[1]["packed"] == 9 << 8
