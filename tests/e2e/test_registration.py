@@ -146,3 +146,38 @@ def test_auto_registration_and_synced_viewing_through_the_field(logged_in_page, 
     page.click(".cv-align-restore")
     page.wait_for_function("window.caseViewer.registration.active === true", timeout=30000)
     assert _api(page, "GET", f"{url}/api/cases/{pk}/alignment/").json()["source"] == "automatic"
+
+
+def test_annotation_shown_on_and_copied_to_the_other_slide(logged_in_page, live_site, her2st_case_id):
+    """Runs after the test above (same case, automatic registration applied)."""
+    page, url = logged_in_page, live_site["url"]
+    pk = _make_case(page, url, her2st_case_id)
+    alignment = _api(page, "GET", f"{url}/api/cases/{pk}/alignment/").json()
+    if alignment["source"] != "automatic":
+        pytest.skip("needs the automatic registration of the test above")
+    he_id, ihc_id = alignment["fixed"], alignment["moving"]
+    nest = [[4000, 5000], [5200, 5000], [5200, 6100], [4000, 6100], [4000, 5000]]
+    drawn = _api(page, "POST", f"{url}/api/slides/{he_id}/annotations/", {
+        "type": "Feature", "geometry": {"type": "Polygon", "coordinates": [nest]},
+        "properties": {"label": "missed tumour region", "comment": "tumour nest"}})
+    assert drawn.status == 201, drawn.text()
+    drawn_id = drawn.json()["id"]
+
+    page.goto(f"{url}/cases/{her2st_case_id}/")
+    page.wait_for_function("window.caseViewer !== undefined && window.caseAnnotations !== undefined", timeout=60000)
+    page.evaluate("() => window.caseViewer.ready")
+    page.evaluate("() => window.caseAnnotations.ready")
+    page.evaluate("id => window.caseAnnotations.select(id, {fit: true})", drawn_id)
+    page.click(".an-transfer-show")
+    preview = page.locator(".cv-pane[data-index='1'] .an-transfer-preview polygon")
+    preview.wait_for(state="attached")
+    assert "non-rigid" in page.inner_text(".an-transfer-status")
+    page.click(".an-transfer-copy")
+    page.wait_for_function(f"window.caseAnnotations.records().some(r => r.transferred_from === {drawn_id})")
+    copy = page.evaluate(f"() => window.caseAnnotations.records().find(r => r.transferred_from === {drawn_id})")
+    assert copy["slide"] == ihc_id and copy["source"] == "transferred" and copy["transfer"]["nonrigid"] is True
+    # the copy is selected: its details and its list entry carry the badge
+    page.locator(".an-transfer-note .an-transferred").wait_for(state="visible")
+    assert page.locator(f"li[data-annotation='{copy['id']}'] .an-transferred").count() == 1
+    page.wait_for_function("window.caseViewer.viewers.every(v => v.getFullyLoaded())", timeout=60000)
+    (PROJECT_ROOT / "docs" / "img" / "registration-annotation-transfer.png").write_bytes(page.screenshot())

@@ -15,7 +15,7 @@ from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.response import Response
 
 from cases.models import Case, Slide
-from viewer.review import selectors, services
+from viewer.review import selectors, services, transfer
 from viewer.review.models import Annotation, Review
 from cases.roles import user_is_admin
 
@@ -196,3 +196,22 @@ def case_review_mine(request, pk: int):
         return _conflict(exc)
     case.refresh_from_db(fields=["status"])
     return Response(selectors.review_json(review, case=case))
+
+
+@extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
+@api_view(["POST"])
+def annotation_transfer(request, pk: int):
+    """Carry the annotation across to the paired slide through the registration (similarity, and the
+    non-rigid field while the automatic registration applies). Body {"preview": true}: 200 with where
+    it would lie ({slide, shape, geometry, transfer}), nothing saved; otherwise 201 with the new
+    annotation, marked `source: "transferred"` with `transferred_from`; 409 if already copied."""
+    annotation = get_object_or_404(Annotation.objects.select_related("label", "slide__case"), pk=pk)
+    try:
+        if isinstance(request.data, dict) and request.data.get("preview"):
+            return Response(transfer.annotation_map(annotation))
+        copy = transfer.annotation_transfer(annotation=annotation, user=request.user)
+    except DjangoValidationError as exc:
+        raise _invalid(exc)
+    except transfer.TransferConflict as exc:
+        return Response({"detail": str(exc), "annotation": exc.existing.pk}, status=status.HTTP_409_CONFLICT)
+    return Response(selectors.annotation_json(copy, user=request.user), status=status.HTTP_201_CREATED)
