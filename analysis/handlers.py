@@ -126,3 +126,13 @@ def score_case(job, context) -> dict:
                 "message": f"Not scored: {score.message}"}
     return {"score": score.pk, "status": score.status, "risk_group": score.risk_group,
             "message": f"Scored: {score.score:.0f}, {score.risk_group} risk"}
+
+
+@job_handler(JobKind.REGISTER_PAIR)
+def register_pair(job, context) -> dict:
+    """Register the case's IHC onto its H&E (similarity, then a smooth non-rigid field) and store it."""
+    from analysis.registration import registration_run
+
+    if job.case is None:
+        raise JobFailure("the case of this job no longer exists")
+    return registration_run(job, context)

@@ -10,6 +10,7 @@ class JobKind(models.TextChoices):
     IMPORT_CELLS = "import_cells", "Cell import"
     TRAIN_MODEL = "train_model", "Model training"
     SCORE_CASE = "score_case", "HER2-LADDER score"
+    REGISTER_PAIR = "register_pair", "Slide registration"
     SELFTEST = "selftest", "Self-test"
     CONVERT_SLIDE = "convert_slide", "Slide conversion"
 

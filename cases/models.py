@@ -164,11 +164,19 @@ class Slide(models.Model):
         return self.status == SlideStatus.READY
 
 
+class AlignmentSource(models.TextChoices):
+    DEFAULT = "default", "Default (same physical scale)"
+    MANUAL = "manual", "Set by hand"
+    AUTOMATIC = "automatic", "Automatic registration"
+
+
 class SlideAlignment(models.Model):
     """How a moving slide sits on a fixed one (usually the IHC on the H&E of a case).
 
     A point p in the fixed slide's level-0 pixels lies at scale * R(rotation) * p + offset
     in the moving slide's level-0 pixels (rotation in degrees, clockwise on screen).
+    While `source` is automatic and `field_path` is set, a smooth non-rigid displacement
+    (analysis.core.slides.registration.DisplacementField) is applied before it: q = S(p + u(p)).
     """
 
     case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="alignments")
@@ -178,6 +186,16 @@ class SlideAlignment(models.Model):
     offset_y = models.FloatField(default=0.0)
     rotation = models.FloatField(default=0.0)
     scale = models.FloatField(default=1.0, validators=[MinValueValidator(1e-3), MaxValueValidator(1e3)])
+    source = models.CharField(max_length=10, choices=AlignmentSource.choices, default=AlignmentSource.DEFAULT,
+                              help_text="Where the four numbers above come from.")
+    automatic = models.JSONField(
+        null=True, blank=True,
+        help_text="The last automatic registration: {similarity, job, at, stages, field}; kept for 'reset to "
+                  "automatic' while the pathologist adjusts by hand.")
+    field_path = models.CharField(
+        max_length=255, blank=True,
+        help_text="Non-rigid displacement field of the automatic registration (JSON file under LADDER_DATA_DIR).")
+    field_checksum = models.CharField("field SHA-256", max_length=64, blank=True)
     updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -65,6 +65,8 @@ LADDER_OVERLAY_MAX_RECORDS = int(os.environ.get("LADDER_OVERLAY_MAX_RECORDS", "5
 LADDER_OVERLAY_MAX_CONTOURS = int(os.environ.get("LADDER_OVERLAY_MAX_CONTOURS", "60000"))  # nuclei per outline answer
 # A running job whose worker has not reported for this long is considered dead.
 LADDER_JOB_HEARTBEAT_TIMEOUT = int(os.environ.get("LADDER_JOB_HEARTBEAT_TIMEOUT", "120"))
+# Register a case's IHC onto its H&E automatically when the pair becomes complete (issue 17).
+LADDER_AUTO_REGISTER = env_bool("LADDER_AUTO_REGISTER", True)
 
 # --- Core Django ------------------------------------------------------------------------
 DEBUG = env_bool("LADDER_DEBUG", False)

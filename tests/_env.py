@@ -22,4 +22,7 @@ os.environ.setdefault("LADDER_JOB_HEARTBEAT_TIMEOUT", "6")
 # the classical segmenter; the product's default, the trained nucleus model, is tested on real
 # tiles in tests/analysis/core/cells/segmentation/nucleus_model/ (which choose it explicitly).
 os.environ.setdefault("LADDER_SEGMENTER", "classical")
+# Suites that import a slide pair count and run their own jobs; the registration tests turn the
+# automatic registration on (tests/analysis/test_registration_job.py).
+os.environ.setdefault("LADDER_AUTO_REGISTER", "0")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")

@@ -347,7 +347,7 @@ function renderList() {
     li.dataset.annotation = record.id;
     li.className = record.id === state.selected ? 'selected' : '';
     li.innerHTML = `<button type="button" class="linkbutton an-item"><span class="an-swatch" style="background:${escapeHtml(record.color)}"></span>`
-      + `<span class="an-label">${escapeHtml(record.label)}</span> <span class="muted small">${escapeHtml(record.shape)} · ${escapeHtml(entry ? entry.slide.label : '')} · ${escapeHtml(record.author || '?')}</span></button>`;
+      + `<span class="an-label">${escapeHtml(record.label)}</span>${record.source === 'transferred' ? ' <span class="an-badge an-transferred" title="Copied from the paired slide through the registration">transferred</span>' : ''} <span class="muted small">${escapeHtml(record.shape)} · ${escapeHtml(entry ? entry.slide.label : '')} · ${escapeHtml(record.author || '?')}</span></button>`;
     li.querySelector('button').addEventListener('click', () => select(record.id, { fit: true }));
     list.appendChild(li);
   }
@@ -396,6 +396,8 @@ function showDetails(record) {
   }).then((updated) => updated && select(updated.id)));
   box.querySelector('.an-delete')?.addEventListener('click', () => deleteRecord(record));
   box.querySelector('.an-history').addEventListener('click', () => showHistory(record, box.querySelector('.an-revisions')));
+  // Other modules add to the details (static/review/transfer.js: carry across the slide pair).
+  document.dispatchEvent(new CustomEvent('annotations:details', { detail: { record, box } }));
 }
 
 /** The region's numbers (GET .../statistics/): area, cells by class, HER2 of tumour cells, ASCO/CAP, H-score. */

@@ -46,6 +46,7 @@ import {
   viewsClose,
 } from './alignment.js';
 import { chooseScaleBar, formatDistance } from './measure.js';
+import { RegistrationSync } from './registration_field.js';
 
 export class CaseViewerConfigError extends Error {
   constructor(message) {
@@ -426,7 +427,9 @@ class CaseViewer {
     this.panes = slides.map((slide, index) => new SlidePane({ index, slide, host: this.panesHost, caseViewer: this, config }));
     this.panesHost.style.setProperty('--cv-pane-count', String(this.panes.length));
     this.activePane = this.panes[0];
-    this.ready = Promise.all(this.panes.map((pane) => pane.opened_)).then(() => this);
+    // Non-rigid field of the automatic registration, Auto / Reset-to-automatic buttons, linked cursor.
+    this.registration = new RegistrationSync(this);
+    this.ready = Promise.all([...this.panes.map((pane) => pane.opened_), this.registration.loaded]).then(() => this);
 
     this._onKeyDown = (event) => this._handleKey(event);
     document.addEventListener('keydown', this._onKeyDown);
@@ -446,11 +449,15 @@ class CaseViewer {
   }
 
   _toReference(pane, view) {
-    return pane.index === 0 ? view : referenceViewFromMoving(this.transformFor(pane.index), view);
+    if (pane.index === 0) return view;
+    const alignment = this.transformFor(pane.index);
+    return this.registration.referenceView(pane.index, alignment, view) || referenceViewFromMoving(alignment, view);
   }
 
   _fromReference(pane, referenceView) {
-    return pane.index === 0 ? referenceView : movingViewFromReference(this.transformFor(pane.index), referenceView);
+    if (pane.index === 0) return referenceView;
+    const alignment = this.transformFor(pane.index);
+    return this.registration.movingView(pane.index, alignment, referenceView) || movingViewFromReference(alignment, referenceView);
   }
 
   /** Put every other opened pane on the view matching `source`'s view. */

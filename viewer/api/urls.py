@@ -26,5 +26,9 @@ urlpatterns = [
     path("docs/", login_required(SpectacularSwaggerSplitView.as_view(url_name="api-schema")), name="api-docs"),
     path("health/", health_api.health, name="api-health"),
     path("cases/<int:pk>/alignment/", cases_api.case_alignment, name="api-case-alignment"),
+    path("cases/<int:pk>/alignment/auto/", cases_api.case_alignment_auto, name="api-case-alignment-auto"),
+    path("cases/<int:pk>/alignment/auto/reset/", cases_api.case_alignment_auto_reset,
+         name="api-case-alignment-auto-reset"),
+    path("cases/<int:pk>/alignment/field/", cases_api.case_alignment_field, name="api-case-alignment-field"),
     path("", include(router.urls)),
 ]

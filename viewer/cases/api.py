@@ -3,6 +3,7 @@ Thin: services do the writes (routes: viewer/api/urls.py)."""
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status, viewsets
@@ -11,6 +12,13 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
+from analysis.registration import (
+    FieldIntegrityError,
+    alignment_field_active,
+    alignment_field_bytes,
+    alignment_restore_automatic,
+    registration_enqueue,
+)
 from analysis.services import JobStateError, analysis_enqueue
 from cases.models import Case, Slide, SlideStatus
 from viewer.cases import selectors
@@ -149,3 +157,58 @@ def case_alignment(request, pk: int):
     elif request.method == "DELETE":
         alignment = alignment_reset(alignment=alignment, user=request.user)
     return Response(AlignmentSerializer(alignment).data)
+
+
+def _case_pair_alignment(pk: int):
+    case = get_object_or_404(Case, pk=pk)
+    return case, alignment_ensure_default(case=case)
+
+
+@extend_schema(request=None, responses={202: JobSerializer})
+@api_view(["POST"])
+@permission_classes([CanEditCasesOrReadOnly])
+def case_alignment_auto(request, pk: int):
+    """Queue the automatic registration of the case's IHC onto its H&E (202 with the job; the one
+    already queued or running is returned instead of a second). The current alignment stays until
+    the job succeeds; a failure says why in the job's error and log."""
+    case = get_object_or_404(Case, pk=pk)
+    try:
+        job = registration_enqueue(case=case, user=request.user, reason="requested")
+    except JobStateError as exc:
+        raise ValidationError({"detail": str(exc)}) from exc
+    return Response(JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+@extend_schema(request=None, responses=AlignmentSerializer)
+@api_view(["POST"])
+@permission_classes([CanEditCasesOrReadOnly])
+def case_alignment_auto_reset(request, pk: int):
+    """'Reset to automatic': the last automatic registration (similarity and field) becomes the alignment."""
+    _, alignment = _case_pair_alignment(pk)
+    if alignment is None:
+        return Response({"detail": "the case needs one H&E and one IHC slide to be aligned"}, status=404)
+    try:
+        alignment = alignment_restore_automatic(alignment=alignment, user=request.user)
+    except ValueError as exc:
+        raise ValidationError({"detail": str(exc)}) from exc
+    return Response(AlignmentSerializer(alignment).data)
+
+
+@extend_schema(responses={200: dict})
+@api_view(["GET"])
+@permission_classes([CanEditCasesOrReadOnly])
+def case_alignment_field(request, pk: int):
+    """The non-rigid field of the automatic registration, while it applies: JSON with two float16 grids
+    (base64, little-endian, x/y interleaved) in H&E level-0 px, node (r, c) at (c, r) * spacing_px:
+    fixed->moving q = S(p + u(p)), moving->fixed p = S^-1(q) + v(S^-1(q)) (docs/registration.md)."""
+    _, alignment = _case_pair_alignment(pk)
+    if not alignment_field_active(alignment):
+        return Response({"detail": "this case's alignment has no non-rigid field (none computed, or the "
+                                   "alignment was adjusted by hand)"}, status=404)
+    try:
+        data = alignment_field_bytes(alignment)
+    except FieldIntegrityError as exc:
+        return Response({"detail": str(exc)}, status=409)
+    response = HttpResponse(data, content_type="application/json")
+    response["Cache-Control"] = "private, max-age=3600"
+    return response

@@ -5,6 +5,7 @@ from django.db.models import Count, Q, QuerySet
 from django.urls import reverse
 
 from analysis.models import ACTIVE_STATUSES, Job
+from analysis.registration import alignment_field_active
 from cases.models import Case, Slide, SlideAlignment, SlideStatus, Stain
 
 
@@ -97,6 +98,14 @@ def case_alignment(case: Case) -> SlideAlignment | None:
     return SlideAlignment.objects.filter(fixed=fixed, moving=moving).first()
 
 
+def alignment_field_url(alignment: SlideAlignment | None) -> str | None:
+    """The non-rigid field's URL while it applies (automatic source with a field), else None."""
+    if not alignment_field_active(alignment):
+        return None
+    # The checksum in the URL: a new registration is a new URL, so the browser may cache the old one.
+    return f"{reverse('api-case-alignment-field', args=[alignment.case_id])}?v={alignment.field_checksum[:12]}"
+
+
 def case_viewer_config(*, case: Case, can_edit: bool, csrf_token: str) -> dict:
     """The JSON the paired viewer (static/viewer/case_viewer.js) starts from."""
     shown = [s for s in (case.slide_for(Stain.HE), case.slide_for(Stain.IHC)) if s is not None]
@@ -130,6 +139,10 @@ def case_viewer_config(*, case: Case, can_edit: bool, csrf_token: str) -> dict:
             "offset_y": alignment.offset_y,
             "rotation": alignment.rotation,
             "scale": alignment.scale,
+            "source": alignment.source,
+            "field_url": alignment_field_url(alignment),
+            "auto_url": reverse("api-case-alignment-auto", args=[case.pk]),
+            "has_automatic": bool(alignment.automatic),
             "editable": can_edit,
         },
     }

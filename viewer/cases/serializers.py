@@ -72,8 +72,27 @@ class CaseSerializer(serializers.ModelSerializer):
 
 
 class AlignmentSerializer(serializers.ModelSerializer):
+    """The similarity (four numbers), where it comes from, and the automatic registration beside it.
+
+    `field_url` is set while the non-rigid field applies (source automatic); `automatic` is the last
+    automatic result (kept for 'reset to automatic'), or null.
+    """
+
+    field_url = serializers.SerializerMethodField()
+    automatic = serializers.SerializerMethodField()
+
     class Meta:
         model = SlideAlignment
-        fields = ["fixed", "moving", "offset_x", "offset_y", "rotation", "scale", "updated_at"]
-        read_only_fields = ["fixed", "moving", "updated_at"]
+        fields = ["fixed", "moving", "offset_x", "offset_y", "rotation", "scale", "source", "field_url",
+                  "automatic", "updated_at"]
+        read_only_fields = ["fixed", "moving", "source", "updated_at"]
         extra_kwargs = {"scale": {"min_value": 1e-3, "max_value": 1e3}}
+
+    def get_field_url(self, alignment: SlideAlignment) -> str | None:
+        return selectors.alignment_field_url(alignment)
+
+    def get_automatic(self, alignment: SlideAlignment) -> dict | None:
+        auto = alignment.automatic
+        if not auto:
+            return None
+        return {key: auto.get(key) for key in ("similarity", "job", "at", "stages", "seconds", "field")}

@@ -15,7 +15,7 @@ from rest_framework.response import Response
 from cases.models import Case, Slide
 from viewer.api import schema as docs
 from viewer.api.parsers import JSONRejected, StrictJSONParser, loads_strict
-from viewer.review import selectors, services
+from viewer.review import selectors, services, transfer
 from viewer.review.models import Annotation, Review
 from cases.roles import user_is_admin
 from viewer.review.statistics import AnnotationStatisticsSerializer
@@ -233,3 +233,22 @@ def annotation_statistics(request, pk: int):
     except CellTableError as exc:
         return Response({"detail": f"The slide's analysis run cannot be read: {exc}"}, status=status.HTTP_409_CONFLICT)
     return Response(AnnotationStatisticsSerializer(body).data)
+
+
+@extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
+@api_view(["POST"])
+def annotation_transfer(request, pk: int):
+    """Carry the annotation across to the paired slide through the registration (similarity, and the
+    non-rigid field while the automatic registration applies). Body {"preview": true}: 200 with where
+    it would lie ({slide, shape, geometry, transfer}), nothing saved; otherwise 201 with the new
+    annotation, marked `source: "transferred"` with `transferred_from`; 409 if already copied."""
+    annotation = get_object_or_404(Annotation.objects.select_related("label", "slide__case"), pk=pk)
+    try:
+        if isinstance(request.data, dict) and request.data.get("preview"):
+            return Response(transfer.annotation_map(annotation))
+        copy = transfer.annotation_transfer(annotation=annotation, user=request.user)
+    except DjangoValidationError as exc:
+        raise _invalid(exc)
+    except transfer.TransferConflict as exc:
+        return Response({"detail": str(exc), "annotation": exc.existing.pk}, status=status.HTTP_409_CONFLICT)
+    return Response(selectors.annotation_json(copy, user=request.user), status=status.HTTP_201_CREATED)

@@ -52,7 +52,13 @@ class Annotation(models.Model):
     shape = models.CharField(max_length=10, choices=Shape.choices)
     geometry = models.JSONField(help_text="GeoJSON geometry in level-0 pixels of the slide.")
     comment = models.TextField(blank=True)
-    source = models.CharField(max_length=16, default="drawn", help_text="'drawn', 'api' or 'imported'.")
+    source = models.CharField(max_length=16, default="drawn",
+                              help_text="'drawn', 'api', 'imported' or 'transferred' (copied from the paired slide).")
+    transferred_from = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="transfers",
+        help_text="The annotation on the paired slide this one was copied from through the registration.")
+    transfer = models.JSONField(null=True, blank=True,
+                                help_text="How it was carried across: {from_slide, alignment source, field, at}.")
     deleted = models.BooleanField(default=False, db_index=True, help_text="Deleted (kept for history and revert).")
     version = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)

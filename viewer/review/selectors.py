@@ -42,6 +42,8 @@ def annotation_json(annotation: Annotation, *, user=None, is_admin: bool | None 
         "comment": annotation.comment,
         "author": annotation.author.get_username() if annotation.author else None,
         "source": annotation.source,
+        "transferred_from": annotation.transferred_from_id,
+        "transfer": annotation.transfer,
         "deleted": annotation.deleted,
         "version": annotation.version,
         "created_at": annotation.created_at.isoformat(),

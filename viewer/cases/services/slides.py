@@ -15,7 +15,7 @@ from analysis.conversion import convert_plain_image, converted_path
 from analysis.core.slides.reader import SlideError, UnsupportedSlideError, file_checksum, read_slide_metadata
 from analysis.models import JobKind
 from analysis.services import job_enqueue
-from cases.models import Case, MppSource, Slide, SlideAlignment, SlideStatus, Stain
+from cases.models import AlignmentSource, Case, MppSource, Slide, SlideAlignment, SlideStatus, Stain
 from cases.audit import audit_record
 
 logger = logging.getLogger(__name__)
@@ -172,9 +172,15 @@ def _slide_create(*, case, stain, source, served, checksum, metadata, converted,
         properties=metadata.properties,
         imported_by=user if getattr(user, "is_authenticated", False) else None,
     )
-    alignment_ensure_default(case=case)
+    had_pair = SlideAlignment.objects.filter(case=case).exists()
+    alignment = alignment_ensure_default(case=case)
     audit_record(user=user, action="slide.import", case=case, slide=slide,
                  detail={"source": str(source), "checksum": checksum, "converted": converted})
+    if alignment is not None and not had_pair and settings.LADDER_AUTO_REGISTER:
+        from analysis.registration import registration_enqueue
+
+        # The pair is complete: register it in the background (the job runs after this commits).
+        registration_enqueue(case=case, user=user, reason="the case got its second slide")
     return slide
 
 
@@ -250,13 +256,16 @@ def alignment_ensure_default(*, case: Case) -> SlideAlignment | None:
 
 
 def alignment_update(*, alignment: SlideAlignment, offset_x: float, offset_y: float, rotation: float,
-                     scale: float, user=None) -> SlideAlignment:
+                     scale: float, user=None, source: str = AlignmentSource.MANUAL) -> SlideAlignment:
+    """Set the similarity by hand (Align mode). The automatic non-rigid field no longer applies to it
+    (it stays stored for 'reset to automatic')."""
     if not (1e-3 <= scale <= 1e3):
         raise ValueError("scale must be between 0.001 and 1000")
     before = {k: getattr(alignment, k) for k in ("offset_x", "offset_y", "rotation", "scale")}
     alignment.offset_x, alignment.offset_y = float(offset_x), float(offset_y)
     alignment.rotation = float(rotation) % 360.0
     alignment.scale = float(scale)
+    alignment.source = source
     alignment.updated_by = user if getattr(user, "is_authenticated", False) else None
     alignment.save()
     audit_record(user=user, action="alignment.update", case=alignment.case, detail={"before": before, "after": {
@@ -267,4 +276,5 @@ def alignment_update(*, alignment: SlideAlignment, offset_x: float, offset_y: fl
 
 def alignment_reset(*, alignment: SlideAlignment, user=None) -> SlideAlignment:
     return alignment_update(alignment=alignment, offset_x=0, offset_y=0, rotation=0,
-                            scale=_default_scale(alignment.fixed, alignment.moving), user=user)
+                            scale=_default_scale(alignment.fixed, alignment.moving), user=user,
+                            source=AlignmentSource.DEFAULT)
