@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('review', '0003_case_and_slide_in_cases_app'),
+        ('review', '0004_review_risk_group_ultralow_ish'),
     ]
 
     operations = [
