@@ -12,6 +12,7 @@ class JobKind(models.TextChoices):
     SCORE_CASE = "score_case", "HER2-LADDER score"
     SELFTEST = "selftest", "Self-test"
     CONVERT_SLIDE = "convert_slide", "Slide conversion"
+    IMPORT_ANNOTATIONS = "import_annotations", "Annotation import"
 
 
 class JobStatus(models.TextChoices):

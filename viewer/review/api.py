@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+from django.conf import settings
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404
@@ -15,6 +17,8 @@ from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.response import Response
 
 from cases.models import Case, Slide
+from cases.roles import user_can_edit_cases
+from viewer.review import jobs as review_jobs
 from viewer.review import selectors, services
 from viewer.review.models import Annotation, Review
 from cases.roles import user_is_admin
@@ -109,7 +113,19 @@ def slide_annotations_import(request, slide_id: int):
     else:
         data = request.data
     try:
+        count = services.import_feature_count(data)
+        services.import_check_size(count)
+        if count > settings.LADDER_GEOJSON_SYNC_FEATURES:  # big: a job with progress, not this request
+            if not user_can_edit_cases(request.user):
+                raise DjangoPermissionDenied("Only pathologists and admins import annotations.")
+            job = review_jobs.annotations_import_enqueue(slide=slide, user=request.user, data=data, features=count)
+            return Response({"job": job.pk, "features": count, "url": f"/api/jobs/{job.pk}/",
+                             "detail": f"Importing {count} features as job #{job.pk}; follow its progress there."},
+                            status=status.HTTP_202_ACCEPTED)
         created, errors = services.annotations_import(slide=slide, user=request.user, data=data)
+    except services.ImportTooLarge as exc:
+        return Response({"detail": "; ".join(exc.messages), "limit": settings.LADDER_GEOJSON_MAX_FEATURES},
+                        status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
     except DjangoValidationError as exc:
         raise _invalid(exc)
     body = {"created": [selectors.annotation_json(a, user=request.user) for a in created], "errors": errors}
