@@ -13,6 +13,7 @@ class JobKind(models.TextChoices):
     REGISTER_PAIR = "register_pair", "Slide registration"
     SELFTEST = "selftest", "Self-test"
     CONVERT_SLIDE = "convert_slide", "Slide conversion"
+    IMPORT_ANNOTATIONS = "import_annotations", "Annotation import"
 
 
 class JobStatus(models.TextChoices):

@@ -50,6 +50,10 @@ LADDER_SLIDE_ROOTS = [
 LADDER_MAX_UPLOAD_MB = int(os.environ.get("LADDER_MAX_UPLOAD_MB", "4096"))
 # Plain images (JPEG/PNG/flat TIFF) converted at once per machine (each may take ~1 GB of memory).
 LADDER_MAX_CONVERSIONS = int(os.environ.get("LADDER_MAX_CONVERSIONS", "1"))
+# GeoJSON annotation imports: most features (and annotations) per import (beyond: 413), and the
+# size above which the import runs as a job with progress instead of inside the request.
+LADDER_GEOJSON_MAX_FEATURES = int(os.environ.get("LADDER_GEOJSON_MAX_FEATURES", "10000"))
+LADDER_GEOJSON_SYNC_FEATURES = int(os.environ.get("LADDER_GEOJSON_SYNC_FEATURES", "500"))
 LADDER_HOVERNET_WEIGHTS = os.environ.get("LADDER_HOVERNET_WEIGHTS", "")
 # auto | nucleus-model | hovernet | classical (analysis/segmenters.py)
 LADDER_SEGMENTER = os.environ.get("LADDER_SEGMENTER", "auto")

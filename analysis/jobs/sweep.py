@@ -3,7 +3,7 @@
 Outputs are built under temporary names and renamed when complete, so a process killed with
 SIGKILL leaves only temporary names: run folders `runs/slide-<n>/run-*.tmp-<uuid>/` (with
 `.cells.parquet.parts-*` inside) or `run-*.tmp/`, conversion files `slides/converted/.<sha>.tiff.*`,
-and upload folders `slides/uploads/<uuid>/` that no slide row refers to. The worker sweeps at
+GeoJSON documents of annotation imports no job will read (`imports/`), and upload folders `slides/uploads/<uuid>/` that no slide row refers to. The worker sweeps at
 start-up and then every SWEEP_EVERY_S; the Celery reaper task does too.
 
 A temporary name is removed only when no job that could be writing it is running (a run folder:
@@ -91,6 +91,16 @@ def sweep_orphans(*, grace_seconds: float | None = None) -> list[Path]:
     if converted.is_dir() and not converting:
         for entry in converted.iterdir():
             if entry.name.startswith(".") and ".tif" in entry.name and _stale(entry, grace) and _remove(entry):
+                removed.append(entry)
+
+    imports = Path(settings.LADDER_DATA_DIR) / "imports"  # GeoJSON documents of annotation-import jobs
+    if imports.is_dir():
+        from analysis.models import ACTIVE_STATUSES
+
+        wanted = {str((job.params or {}).get("file")) for job in Job.objects.filter(
+            kind="import_annotations", status__in=ACTIVE_STATUSES).only("params")}
+        for entry in imports.iterdir():
+            if entry.name not in wanted and _stale(entry, grace) and _remove(entry):
                 removed.append(entry)
 
     uploads = Path(settings.LADDER_UPLOAD_DIR) / "uploads"

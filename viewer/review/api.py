@@ -1,6 +1,8 @@
 """REST API of reviews and annotations. Thin: services write, selectors read."""
 from __future__ import annotations
 
+from django.conf import settings
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import JsonResponse
 from django.shortcuts import get_object_or_404
@@ -16,6 +18,8 @@ from cases.models import Case, Slide
 from viewer.api import schema as docs
 from viewer.api.parsers import JSONRejected, StrictJSONParser, loads_strict
 from viewer.review import selectors, services, transfer
+from cases.roles import user_can_edit_cases
+from viewer.review import jobs as review_jobs
 from viewer.review.models import Annotation, Review
 from cases.roles import user_is_admin
 from viewer.review.statistics import AnnotationStatisticsSerializer
@@ -103,7 +107,8 @@ def slide_annotations_geojson(request, slide_id: int):
 
 @extend_schema(request={"application/json": docs.FeatureCollectionSerializer,
                         "multipart/form-data": docs.ImportUploadInput},
-               responses={201: docs.ImportResultSerializer, 400: docs.ERRORS, 403: docs.ERRORS, 404: docs.ERRORS})
+               responses={201: docs.ImportResultSerializer, 202: OpenApiTypes.OBJECT, 400: docs.ERRORS,
+                          403: docs.ERRORS, 404: docs.ERRORS, 413: docs.ERRORS})
 @api_view(["POST"])
 @parser_classes([StrictJSONParser, MultiPartParser])
 def slide_annotations_import(request, slide_id: int):
@@ -120,7 +125,19 @@ def slide_annotations_import(request, slide_id: int):
     else:
         data = request.data
     try:
+        count = services.import_feature_count(data)
+        services.import_check_size(count)
+        if count > settings.LADDER_GEOJSON_SYNC_FEATURES:  # big: a job with progress, not this request
+            if not user_can_edit_cases(request.user):
+                raise DjangoPermissionDenied("Only pathologists and admins import annotations.")
+            job = review_jobs.annotations_import_enqueue(slide=slide, user=request.user, data=data, features=count)
+            return Response({"job": job.pk, "features": count, "url": f"/api/jobs/{job.pk}/",
+                             "detail": f"Importing {count} features as job #{job.pk}; follow its progress there."},
+                            status=status.HTTP_202_ACCEPTED)
         created, errors = services.annotations_import(slide=slide, user=request.user, data=data)
+    except services.ImportTooLarge as exc:
+        return Response({"detail": "; ".join(exc.messages), "limit": settings.LADDER_GEOJSON_MAX_FEATURES},
+                        status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
     except DjangoValidationError as exc:
         raise _invalid(exc)
     body = {"created": [selectors.annotation_json(a, user=request.user) for a in created], "errors": errors}

@@ -5,3 +5,6 @@ class ReviewConfig(AppConfig):
     name = "viewer.review"
     label = "review"
     verbose_name = "Review and annotations"
+
+    def ready(self) -> None:
+        from viewer.review import jobs  # noqa: F401  (registers the annotation-import job handler)

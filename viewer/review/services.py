@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import F
@@ -455,19 +456,90 @@ def _label_from_properties(properties: dict, *, user) -> AnnotationLabel:
     return label
 
 
-def annotations_import(*, slide: Slide, user, data) -> tuple[list[Annotation], list[dict]]:
+class ImportTooLarge(ValidationError):
+    """More features (or annotations) than one import takes: HTTP 413 naming the limit."""
+
+
+IMPORT_BATCH = 500
+
+
+def import_check_size(count: int, *, what: str = "features") -> None:
+    limit = settings.LADDER_GEOJSON_MAX_FEATURES
+    if count > limit:
+        raise ImportTooLarge(f"{count} {what}: one import takes at most {limit} (LADDER_GEOJSON_MAX_FEATURES); "
+                             "split the file.")
+
+
+def import_feature_count(data) -> int:
+    return len(_features_of(data))
+
+
+class _ImportBatches:
+    """Collects imported annotations and writes them IMPORT_BATCH at a time (bulk, one short
+    transaction per batch, revisions included)."""
+
+    def __init__(self, *, slide, user, created: list, total: int, progress=None):
+        self.slide, self.user, self.created, self.total, self.progress = slide, user, created, total, progress
+        self.pending: list[Annotation] = []
+        self.done = 0
+
+    def __enter__(self):
+        return self
+
+    def check_room(self, count: int) -> None:
+        """A feature whose parts would pass the limit is refused whole (and reported)."""
+        limit = settings.LADDER_GEOJSON_MAX_FEATURES
+        if len(self.created) + len(self.pending) + count > limit:
+            raise ValidationError(f"not imported: one import makes at most {limit} annotations "
+                                  "(LADDER_GEOJSON_MAX_FEATURES).")
+
+    def add(self, annotation: Annotation, *, index: int) -> None:
+        self.pending.append(annotation)
+        self.done = index + 1
+        if len(self.pending) >= IMPORT_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            author = self.user if self.user and self.user.is_authenticated else None
+            with transaction.atomic():
+                saved = Annotation.objects.bulk_create(self.pending)
+                AnnotationRevision.objects.bulk_create([
+                    AnnotationRevision(annotation=a, number=1, action="import", user=author,
+                                       label_name=a.label.name, shape=a.shape, geometry=a.geometry,
+                                       comment=a.comment, deleted=a.deleted) for a in saved])
+            self.created.extend(saved)
+            self.pending = []
+        if self.progress:
+            self.progress(self.done, self.total)
+
+    def __exit__(self, kind, value, traceback):
+        if kind is None:
+            self.done = self.total
+            self.flush()
+        return False
+
+
+def annotations_import(*, slide: Slide, user, data, progress=None) -> tuple[list[Annotation], list[dict]]:
     """Import QuPath GeoJSON annotations (FeatureCollection, Feature or list of Features).
 
     Polygon and Point become one annotation each; MultiPolygon and MultiPoint one per part.
     Unknown classifications become new labels. Features that cannot be imported are
-    reported as {"feature": index, "error": ...}; the others are imported (one transaction).
+    reported as {"feature": index, "error": ...}; the others are imported.
+
+    At most settings.LADDER_GEOJSON_MAX_FEATURES features and as many annotations
+    (ImportTooLarge beyond). Annotations are written in bulk, IMPORT_BATCH at a time, each batch
+    its own short transaction: 20,000 points one row and one query at a time held SQLite's write
+    lock for 38 s (others' writes failed with "database is locked"). `progress(done, total)` is
+    called after each batch (the import job reports it).
     """
     if not user_can_edit_cases(user):
         raise PermissionDenied("Only pathologists and admins import annotations.")
     features = _features_of(data)
+    import_check_size(len(features))
     created: list[Annotation] = []
     errors: list[dict] = []
-    with transaction.atomic():
+    with _ImportBatches(slide=slide, user=user, created=created, total=len(features), progress=progress) as batch:
         for index, feature in enumerate(features):
             try:
                 if not isinstance(feature, dict) or feature.get("type") != "Feature":
@@ -510,14 +582,14 @@ def annotations_import(*, slide: Slide, user, data) -> tuple[list[Annotation], l
                     name = properties.get("name")
                     comment = name if isinstance(name, str) and name.strip().lower() != label.name.lower() else ""
                 comment = _comment_clean(comment)
+                batch.check_room(len(cleaned))
             except ValidationError as exc:
                 errors.append({"feature": index, "error": "; ".join(exc.messages)})
                 continue
             for shape, geom in cleaned:
-                annotation = Annotation.objects.create(slide=slide, author=user, label=label, shape=shape,
-                                                       geometry=geom, comment=comment, source="imported")
-                _revision_add(annotation=annotation, user=user, action="import")
-                created.append(annotation)
+                batch.add(Annotation(slide=slide, author=user, label=label, shape=shape, geometry=geom,
+                                     comment=comment, source="imported"), index=index)
+    with transaction.atomic():
         audit_record(user=user, action="annotation.import", case=slide.case, slide=slide,
                      detail={"features": len(features), "created": [a.pk for a in created], "errors": errors[:50]})
     return created, errors

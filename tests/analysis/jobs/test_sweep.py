@@ -68,7 +68,10 @@ def leftovers(he_slide):
     _age(kept_upload)
     Slide.objects.create(case=he_slide.case, stain="ihc", name="kept.svs", source_path=str(kept_upload / "slide.svs"),
                          file_path=str(kept_upload / "slide.svs"))
-    made = {"removed": [idle, imported, conversion, orphan], "kept": [busy, fresh, published, done, kept_upload]}
+    imports = Path(settings.LADDER_DATA_DIR) / "imports"
+    imports.mkdir(parents=True, exist_ok=True)
+    document = _age(imports / "0123abcd.geojson") if (imports / "0123abcd.geojson").write_text("{}") else None
+    made = {"removed": [idle, imported, conversion, orphan, document], "kept": [busy, fresh, published, done, kept_upload]}
     yield made
     import shutil
 
