@@ -2,9 +2,11 @@
 drf-spectacular-sidecar: no CDN, within the CSP). Both need a login."""
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema
 from drf_spectacular.views import SpectacularAPIView
 
 
+@extend_schema(exclude=True)  # as SERVE_INCLUDE_SCHEMA=False does for the view it replaces
 class SchemaView(SpectacularAPIView):
     """GET /api/schema/: OpenAPI YAML (?format=json: JSON). A browser gets the YAML as text to
     read, instead of a file download of an unknown type."""
