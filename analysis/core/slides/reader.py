@@ -473,23 +473,32 @@ def complete_jpeg(data: bytes, *, tables: bytes = b"", rgb: bool = False) -> byt
 
 
 def _relabel_rgb(body: bytes) -> bytes:
-    """Set the component ids of the SOF and SOS segments to 'R', 'G', 'B' (3-component frames only).
-    `body` starts right after the SOI; marker segments are walked, never searched for, so entropy-coded
-    bytes and table values are never mistaken for markers."""
-    out = bytearray(body)
+    """Give the 3 components of the frame (SOF) the ids 'R', 'G', 'B' in order, and the scan (SOS) the
+    same, and drop JFIF (APP0) and Adobe (APP14) segments of the tile itself: libjpeg takes a JFIF marker
+    for YCbCr whatever else it sees, and the last Adobe marker wins. `body` starts right after the SOI;
+    marker segments are walked, never searched for, so entropy-coded bytes and table values are never
+    mistaken for markers. Anything unexpected leaves the rest of the stream as it is."""
+    out = bytearray()
+    ids: dict[int, int] = {}
     pos = 0
-    while pos + 4 <= len(out) and out[pos] == 0xFF:
-        marker = out[pos + 1]
-        length = (out[pos + 2] << 8) | out[pos + 3]
-        if marker in (0xC0, 0xC1, 0xC2) and out[pos + 9] == 3:  # SOFn: P, Y, X, Nf, then (C, H/V, Tq) x Nf
+    while pos + 4 <= len(body) and body[pos] == 0xFF:
+        marker = body[pos + 1]
+        length = (body[pos + 2] << 8) | body[pos + 3]
+        segment = bytearray(body[pos:pos + 2 + length])
+        if marker in (0xC0, 0xC1, 0xC2) and len(segment) >= 19 and segment[9] == 3:
+            # SOFn: P, Y, X, Nf, then (C, H/V, Tq) x Nf
             for index, letter in enumerate(b"RGB"):
-                out[pos + 10 + 3 * index] = letter
-        elif marker == 0xDA:  # SOS: Ns, then (Cs, Td/Ta) x Ns
-            for index in range(min(out[pos + 4], 3)):
-                out[pos + 5 + 2 * index] = b"RGB"[index]
-            break
+                ids[segment[10 + 3 * index]] = letter
+                segment[10 + 3 * index] = letter
+        elif marker == 0xDA:  # SOS: Ns, then (Cs, Td/Ta) x Ns; the entropy-coded data follows
+            for index in range(segment[4]):
+                segment[5 + 2 * index] = ids.get(segment[5 + 2 * index], segment[5 + 2 * index])
+            out += segment
+            return bytes(out) + body[pos + 2 + length:]
+        if marker not in (0xE0, 0xEE):
+            out += segment
         pos += 2 + length
-    return bytes(out)
+    return bytes(out) + body[pos:]
 
 
 def _raw_jpeg_levels(path: Path, level_dimensions) -> dict[int, _RawLevel]:

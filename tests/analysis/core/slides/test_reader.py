@@ -228,3 +228,27 @@ def test_svs_pyramid_levels_pass_through_and_labels_are_never_indexed(tmp_path, 
     jp2k = SlideReader(shared_file("slides/tcga-cr-7395-01a-01-ts1.svs"))
     assert jp2k.stored_tile_size is None and jp2k.raw_level_downsample(0) is None
     jp2k.close()
+
+
+def test_rgb_tiles_with_their_own_jfif_marker_keep_openslide_colours(shared_file):
+    """A JFIF marker makes libjpeg read YCbCr whatever else the stream says: an RGB-photometric tile that
+    carries one (some writers add it) has it dropped, and its scan's component ids follow the frame's."""
+    from analysis.core.slides.reader import complete_jpeg
+
+    path = shared_file("slides/CMU-1-Small-Region.svs")
+    reader = SlideReader(path)
+    found = reader._raw_levels[0]
+    index = 3 * found.across + 4
+    with open(path, "rb") as handle:
+        handle.seek(int(found.offsets[index]))
+        stored = handle.read(int(found.counts[index]))
+    jfif = b"\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00"
+    with_jfif = stored[:2] + jfif + stored[2:]
+    expected = np.asarray(OpenSlide(str(path)).read_region((4 * 240, 3 * 240), 0, (240, 240)).convert("RGB"),
+                          dtype=np.int16)
+    for data in (stored, with_jfif):
+        completed = complete_jpeg(data, tables=found.tables, rgb=True)
+        assert b"JFIF" not in completed[:400]
+        decoded = np.asarray(Image.open(io.BytesIO(completed)).convert("RGB"), dtype=np.int16)
+        assert np.abs(decoded - expected).max() <= 1
+    reader.close()
