@@ -30,7 +30,7 @@ def _cells_of(live_site, slide_id: int):
     return read_cells(path=runs[-1], columns=["x", "y", "cls", "her2_class"])
 
 
-def test_annotation_panel_shows_region_statistics(analysed_case, logged_in_page, live_site):
+def test_annotation_panel_shows_region_statistics(analysed_case, logged_in_page, live_site, tmp_path):
     from analysis.core.cells.region import points_in_rings
     from analysis.core.her2.grading import h_score, her2_slide_score
 
@@ -73,11 +73,10 @@ def test_annotation_panel_shows_region_statistics(analysed_case, logged_in_page,
         r = np.asarray(record["geometry"]["coordinates"][0], float)
         area = 0.5 * abs(np.dot(r[:, 0], np.roll(r[:, 1], -1)) - np.dot(r[:, 1], np.roll(r[:, 0], -1))) * mpp * mpp / 1e6
         assert float(area_text.split()[0]) == pytest.approx(area, rel=0.01)
-    Path("docs/img").mkdir(parents=True, exist_ok=True)
-    page.locator("#an-selected").screenshot(path="docs/img/region-statistics.png")
+    page.locator("#an-selected").screenshot(path=str(tmp_path / "region-statistics.png"))  # docs/img has a copy
 
 
-def test_qc_layer_toggles_and_draws(analysed_case, logged_in_page, live_site):
+def test_qc_layer_toggles_and_draws(analysed_case, logged_in_page, live_site, tmp_path):
     page = logged_in_page
     _open(page, live_site["url"])
     for index in (0, 1):
@@ -92,14 +91,14 @@ def test_qc_layer_toggles_and_draws(analysed_case, logged_in_page, live_site):
         legend = page.locator(f".cv-pane[data-index='{index}'] .ov-layer[data-layer='qc'] .ov-legend li")
         assert legend.count() == len(labels) and legend.locator("input").count() == 0  # a key, not toggles
         if index == 0:
-            page.locator(f".cv-pane[data-index='{index}'] .ov-panel").screenshot(path="docs/img/qc-layer-panel.png")
+            page.locator(f".cv-pane[data-index='{index}'] .ov-panel").screenshot(path=str(tmp_path / "qc-layer-panel.png"))
         toggle.click()
         _settle(page)
         after = _stage(page, index)
         assert page.evaluate(f"() => window.caseOverlays.status({index}).layers.qc.tiles") == "loaded"
         assert _diff(before, after) > 0.01, "the QC layer drew nothing"
         if index == 0:
-            page.locator(f".cv-pane[data-index='{index}'] .cv-stage").screenshot(path="docs/img/qc-layer.png")
+            page.locator(f".cv-pane[data-index='{index}'] .cv-stage").screenshot(path=str(tmp_path / "qc-layer.png"))  # docs/img has a copy
         toggle.click()
         page.uncheck(f".cv-pane[data-index='{index}'] input[data-layer='qc']")
         toggle.click()
