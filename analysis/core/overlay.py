@@ -900,12 +900,16 @@ def layer_summary_of(o: RunOverlay) -> dict:
 # --------------------------------------------------------------------------- QC layer
 
 # QC raster codes (analysis.core.slides.qc) -> palette index 1 + code; analysed tiles' outlines QC_TILE.
+# Every QC pixel is opaque: translucent washes are drawn differently by OpenSeadragon's canvas and
+# WebGL drawers (the WebGL one treats straight alpha as premultiplied and brightens the slide), so
+# tissue is an outline and the exclusions are hatched (QuPath / HistoQC style), the slide visible
+# between the lines.
 QC_TILE = 10
-QC_STYLE = {  # code: (colour, alpha); glass faint, tissue translucent, exclusions strong
-    0: ("#8A8A8A", 0x38),  # background glass (excluded)
-    1: ("#009E73", 0x30),  # tissue analysed
-    2: ("#CC00CC", 0xC0),  # pen ink (excluded)
-    3: ("#E69F00", 0xA0),  # fragments below the minimum area (excluded)
+QC_STYLE = {  # code: (colour, hatch period in tile px, 0 = outline only)
+    0: ("#7A7A7A", 10),  # background glass (excluded): sparse grey hatch
+    1: ("#009E73", 0),   # tissue analysed: green outline
+    2: ("#CC00CC", 3),   # pen ink (excluded): dense magenta hatch
+    3: ("#E69F00", 4),   # fragments below the minimum area (excluded): orange hatch
 }
 QC_TILE_COLOUR = "#0072B2"
 
@@ -913,8 +917,8 @@ QC_TILE_COLOUR = "#0072B2"
 def qc_palette() -> tuple[list[tuple[int, int, int]], list[int]]:
     rgb = [(0, 0, 0)] * 256
     alpha = [0] * 256
-    for code, (colour, a) in QC_STYLE.items():
-        rgb[1 + code], alpha[1 + code] = hex_rgb(colour), a
+    for code, (colour, _) in QC_STYLE.items():
+        rgb[1 + code], alpha[1 + code] = hex_rgb(colour), 255
     rgb[QC_TILE], alpha[QC_TILE] = hex_rgb(QC_TILE_COLOUR), 255
     return rgb, alpha
 
@@ -930,7 +934,21 @@ def render_qc_codes(*, qc: np.ndarray, downsample: float, tiles: np.ndarray, x0:
     cols = np.clip((gx / downsample).astype(np.int64), 0, qc.shape[1] - 1)
     rows = np.clip((gy / downsample).astype(np.int64), 0, qc.shape[0] - 1)
     inside = (gy[:, None] < slide_h) & (gx[None, :] < slide_w)
-    img[:] = np.where(inside, qc[rows[:, None], cols[None, :]] + 1, 0)
+    codes = np.where(inside, qc[rows[:, None], cols[None, :]].astype(np.int16), -1)
+    # Hatch in slide-wide output px (no seam between tiles); outlines where a 4-neighbour differs.
+    ii = int(round(y0 * scale)) + np.arange(out_h)[:, None]
+    jj = int(round(x0 * scale)) + np.arange(out_w)[None, :]
+    padded = np.pad(codes, 1, mode="edge")
+    edge = ((padded[1:-1, 1:-1] != padded[:-2, 1:-1]) | (padded[1:-1, 1:-1] != padded[2:, 1:-1])
+            | (padded[1:-1, 1:-1] != padded[1:-1, :-2]) | (padded[1:-1, 1:-1] != padded[1:-1, 2:]))
+    edge[1:, :] |= edge[:-1, :]  # 2 px wide: a 1 px outline vanishes when a tile is drawn scaled down
+    edge[:, 1:] |= edge[:, :-1]
+    for code, (_, period) in QC_STYLE.items():
+        mine = codes == code
+        draw = mine & edge if code != 0 else np.zeros_like(mine)  # glass has no outline of its own
+        if period:
+            draw |= mine & (((ii - jj) % period) == 0 if code else ((ii + jj) % period) == 0)
+        img[draw] = 1 + code
     if len(tiles) and scale * float(np.median(tiles[:, 2])) >= 6:  # outlines only where a tile is >= 6 px wide
         tx, ty, tw, th = (tiles[:, i].astype(np.float64) for i in range(4))
         x1, y1 = x0 + out_w / scale, y0 + out_h / scale
@@ -940,6 +958,7 @@ def render_qc_codes(*, qc: np.ndarray, downsample: float, tiles: np.ndarray, x0:
         ay = np.concatenate([ty, ty, ty + th, ty + th]) - y0
         bx = np.concatenate([tx + tw, tx + tw, tx, tx]) - x0
         by = np.concatenate([ty, ty + th, ty + th, ty]) - y0
+        # 2 px: a 1 px line vanishes when the viewer draws a tile scaled down.
         draw_lines(img, ax=ax * scale, ay=ay * scale, bx=bx * scale, by=by * scale,
-                   values=np.full(len(ax), QC_TILE, np.uint8))
+                   values=np.full(len(ax), QC_TILE, np.uint8), thick=True)
     return img

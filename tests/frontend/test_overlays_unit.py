@@ -497,7 +497,8 @@ def test_masks_palette_and_record_budget(module_page, fake_site):
     assert result["clinical"]["empty"] is True and result["clinical"]["pane"] is None
     # Strongly stained tumour cells and their non-tumour partners: two selectors.
     t = result["tstrong"]
-    assert (t["pane"], t["classMask"], t["her2Mask"], t["partnerClassMask"], t["partnerHer2Mask"]) == ("ihc", 1, 0b11, 0b11110, 0)
+    # nonT partners: stroma, lymphocyte, neutrophil, macrophage and "other" (issue 14 item 4)
+    assert (t["pane"], t["classMask"], t["her2Mask"], t["partnerClassMask"], t["partnerHer2Mask"]) == ("ihc", 1, 0b11, 0b111110, 0)
     assert t["layers"] == ["cells", "her2"]
     assert result["tumour"] == pytest.approx([0xD5 / 255, 0x5E / 255, 0, 1])
     assert result["stroma"][3] == 0  # hidden in the legend

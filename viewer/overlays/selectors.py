@@ -280,7 +280,7 @@ def overlay_cell_detail(*, slide_id: int, cell_id: int, by_row: bool = False) ->
     area_px = _finite(cell["area"])
     mpp2 = info.mpp_x * (info.mpp_y or info.mpp_x) if info.mpp_x else None
     her2 = None
-    if cell.get("her2_class"):
+    if cell.get("her2_class") and cell["cls"] == "tumour":  # ASCO/CAP grade tumour cells only (old runs graded all)
         her2 = {"class": cell["her2_class"], "od": _finite(cell["her2_od"]),
                 "completeness": _finite(cell["her2_completeness"])}
     detail = {

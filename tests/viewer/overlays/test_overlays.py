@@ -193,6 +193,26 @@ def test_ihc_her2_layer(phantom_case, client_for, pathologist):
     assert detail["her2"]["class"] == tumour.her2_class
     assert detail["her2"]["completeness"] == pytest.approx(tumour.her2_completeness, abs=1e-6)
     assert detail["graph"] and all("-" in pair for pair in detail["graph"])
+    # IHC graph (issue 14 item 4): non-tumour cells (the IHC segmenter calls them "other") have edges
+    edge_counts = {e["key"]: e["count"] for e in layers["edges"]["legend"]}
+    assert sum(n for pair, n in edge_counts.items() if "nonT" in pair) > 0, edge_counts
+
+    # A run written before grading was limited to tumour cells (non-tumour cells graded too) reads the same.
+    from analysis.core.cells.table import write_cells
+    from viewer.overlays.services import overlay_cache_forget
+
+    full = read_cells(path=run_path(run) / "cells.parquet")
+    other = full["cls"] != "tumour"
+    full.loc[other, "her2_class"] = "null_incomplete"
+    full.loc[other, ["her2_od", "her2_stained_od", "her2_completeness"]] = 0.01
+    write_cells(path=run_path(run) / "cells.parquet", cells=full)
+    for name in ("tiles", "default"):
+        caches[name].clear()
+    overlay_cache_forget()
+    old_layers = {layer["name"]: layer for layer in client.get(f"/api/slides/{slide.pk}/").json()["overlays"]}
+    assert {e["key"]: e["count"] for e in old_layers["her2"]["legend"]} == counts
+    stroma = full[other].iloc[0]
+    assert client.get(f"/api/slides/{slide.pk}/cells/{int(stroma.id)}/").json()["her2"] is None
 
 
 def test_feature_sources(client_for, pathologist):
