@@ -119,6 +119,17 @@ def test_worklist_case_form_and_case_page(browser, live_site):
             hr = page.locator("table.attributions tr[data-feature='hr_status'] td:nth-child(2)")
             if hr.count():
                 assert hr.inner_text().strip() not in ("", "–")
+        # the review form: new choices, and errors in the form's words
+        assert page.locator("#review-form select[name=her2_score] option[value=ultralow]").count() == 1
+        assert page.locator("#review-form select[name=ish_result] option[value=equivocal]").count() == 1
+        page.click("#review-form button[data-submit='1']")
+        page.wait_for_function("() => document.getElementById('review-status').textContent.includes('Not saved')")
+        status = page.inner_text("#review-status")
+        assert "To submit the review, choose" in status and "her2_score" not in status and "submitted:" not in status
+        page.select_option("#review-form select[name=risk_group]", "High")
+        page.select_option("#review-form select[name=her2_score]", "ultralow")
+        page.click("#review-form button[data-submit='0']")
+        page.wait_for_function("() => document.getElementById('review-status').textContent.startsWith('Draft saved')")
         _shots(page, "case")
         page.goto(f"{url}/")
         _shots(page, "worklist")

@@ -234,7 +234,8 @@ def attribution_row(row: dict) -> dict:
 
     label = feature_label(row["feature"])
     return {**row, "score_attribution": -100.0 * row["attribution"], "label": label["label"],
-            "unit": label["unit"], "label_text": label["text"], "display_value": attribution_display_value(row)}
+            "unit": label["unit"], "label_text": label["text"], "short": label["short"],
+            "display_value": attribution_display_value(row)}
 
 
 def case_score_panel(case: Case) -> dict | None:
