@@ -327,7 +327,7 @@ def summary_pdf(*, title: str, case: dict, score: dict | None, thumbnails: list[
             if r.get("comment"):  # the comment once, on a full-width row under its review
                 rows.append([Paragraph(f"<i>Comment:</i> {_escape(clean(r['comment']))}", cell)] + [""] * 8)
                 extra.append(("SPAN", (0, len(rows)), (-1, len(rows))))
-        widths = [20 * mm, 25 * mm, 15 * mm, 19 * mm, 18 * mm, 21 * mm, 13 * mm, 19 * mm, 30 * mm]
+        widths = [20 * mm, 23 * mm, 15 * mm, 19 * mm, 19 * mm, 20 * mm, 13 * mm, 21 * mm, 30 * mm]
         story.append(heading("Reviews", table(["Reviewer", "Risk group call", "Thinks", "Expects", "HER2 (auto)",
                                                "ISH", "Conf.", "Status", "Saved"], rows, widths, extra)))
     if not annotations:

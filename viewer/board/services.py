@@ -297,10 +297,11 @@ def _review_items(case: Case) -> tuple[list[dict], list[dict]]:
             "call": f"{call} with {r.model_risk_group}" if r.model_risk_group and r.agrees is not None else call,
             "risk_group": getattr(r, "risk_group", ""),
             "expected": r.get_expected_response_display() if r.expected_response else "",
-            "her2": (f"{r.get_her2_score_display()} ({r.automated_her2 or '–'})" if r.her2_score else ""),
+            "her2": (f"{'0 ultralow' if r.her2_score == 'ultralow' else r.her2_score} / auto {r.automated_her2 or '–'}"
+                     if r.her2_score else ""),
             "ish": r.get_ish_result_display() if getattr(r, "ish_result", "") else "",
             "confidence": f"{r.confidence}/5" if r.confidence else "",
-            "status": ("submitted" if r.submitted else "draft") + (" · disagreement" if r.is_disagreement else ""),
+            "status": ("submitted" if r.submitted else "draft") + (", disagrees" if r.is_disagreement else ""),
             "saved": _local_minute(r.updated_at),
             "comment": r.comment,
         })

@@ -71,13 +71,32 @@ def _compose(name: str) -> tuple[str, str]:
     return name, ""
 
 
+SHORT_TYPES = {"T": "tumour", "S": "stroma", "L": "lymphocyte", "N": "neutrophil", "M": "macrophage",
+               "Tstrong": "HER2-strong", "Tweak": "HER2-weak", "Tnull": "HER2-null", "nonT": "non-tumour"}
+SHORT_METRICS = {"Degrees": "degree", "meanEdgeLength": "mean edge", "minEdgeLength": "shortest edge",
+                 "Nsubgraph": "group size"}
+
+
+def _short(name: str, label: str) -> str:
+    """A name that fits a chart axis in the side panel (the full one is in the hover)."""
+    stain, _, rest = name.partition("_")
+    parts = rest.split("_")
+    if stain in STAINS and len(parts) == 3 and parts[0] in SHORT_TYPES and parts[1] in SHORT_TYPES:
+        return f"{SHORT_TYPES[parts[0]]}→{SHORT_TYPES[parts[1]]} {SHORT_METRICS.get(parts[2], parts[2])}"
+    if stain in STAINS and rest.startswith("prop_"):
+        what = rest[len("prop_"):]
+        return f"{STAINS[stain]} share {PROPORTION_CLASSES.get(what, what.replace('_', ' '))}"
+    return label
+
+
 def feature_label(name: str) -> dict:
-    """{"name": raw, "label": plain name, "unit": unit, "text": 'label (unit)', "definition": long}."""
+    """{"name": raw, "label": plain name, "unit": unit, "text": 'label (unit)', "short": for chart
+    axes, "definition": long}."""
     entry = _schema().get(name, {})
     label, unit = _compose(name)
     unit = UNITS.get(entry.get("unit", ""), entry.get("unit", "")) or unit
     text = f"{label} ({unit})" if unit else label
-    return {"name": name, "label": label, "unit": unit, "text": text,
+    return {"name": name, "label": label, "unit": unit, "text": text, "short": _short(name, label),
             "definition": entry.get("definition", "")}
 
 
@@ -86,7 +105,7 @@ def feature_labels_json() -> dict:
     "metrics": {raw metric: 'plain (unit)'}} (the cell inspector shows per-cell sc-MTOP metrics)."""
     names = list(_schema()) + list(CLINICAL)
     return {
-        "features": {name: {k: v for k, v in feature_label(name).items() if k not in ("name", "definition")}
+        "features": {name: {k: v for k, v in feature_label(name).items() if k not in ("name", "definition", "short")}
                      for name in names},
         "metrics": {metric: f"{text} ({METRIC_UNITS[metric]})" for metric, text in METRICS.items()},
     }

@@ -36,6 +36,12 @@ class CaseForm(forms.ModelForm):
         for name in ("clinical_t", "clinical_n", "clinical_stage", "er_status", "pr_status", "hr_status", "her2_ihc"):
             self.fields[name].choices = [("", "unknown")] + list(self.fields[name].choices)[1:]
 
+    def clean_case_id(self):
+        case_id = self.cleaned_data["case_id"]
+        if case_id.lower() == "new":  # /cases/new/ is this form's address
+            raise forms.ValidationError("'new' is reserved; choose another case id.")
+        return case_id
+
     def clean(self):
         data = super().clean()
         old = self.instance if self.instance.pk else None

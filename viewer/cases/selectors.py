@@ -212,8 +212,9 @@ def attribution_waterfall(*, score, top: int = ATTRIBUTIONS_SHOWN) -> dict:
     base = 100.0 * (1.0 - score.base_value)
     more = len(score.attributions) > top
     # plain names on the axis; the raw name in the hover (customdata)
-    labels = ["average case"] + [feature_label(r["feature"])["text"] for r in rows] + (["other inputs"] if more else [])
-    raw = [""] + [r["feature"] for r in rows] + ([""] if more else []) + [""]
+    # short plain names on the narrow panel's axis; the full name with unit and the raw name in the hover
+    labels = ["average case"] + [feature_label(r["feature"])["short"] for r in rows] + (["other inputs"] if more else [])
+    raw = [""] + [f'{feature_label(r["feature"])["text"]}<br>{r["feature"]}' for r in rows] + ([""] if more else []) + [""]
     values = [base] + [-100.0 * r["attribution"] for r in rows] + ([rest] if len(score.attributions) > top else [])
     measures = ["absolute"] + ["relative"] * (len(values) - 1)
     return {
@@ -221,7 +222,7 @@ def attribution_waterfall(*, score, top: int = ATTRIBUTIONS_SHOWN) -> dict:
                   "measure": measures + ["total"], "increasing": {"marker": {"color": "#D55E00"}},
                   "decreasing": {"marker": {"color": "#0072B2"}}, "totals": {"marker": {"color": "#555555"}},
                   "connector": {"line": {"color": "#bbbbbb"}}, "customdata": raw,
-                  "hovertemplate": "%{y}<br>%{customdata}<br>%{x:.1f}<extra></extra>"}],
+                  "hovertemplate": "%{y}<br>%{customdata}<br>%{x:+.1f}<extra></extra>"}],
         "layout": {"title": {"text": "What moved the score"},
                    "yaxis": {"autorange": "reversed", "automargin": True}, "xaxis": {"title": {"text": "HER2-LADDER score"}},
                    "showlegend": False},
@@ -249,7 +250,8 @@ def attribution_row(row: dict) -> dict:
 
     label = feature_label(row["feature"])
     return {**row, "score_attribution": -100.0 * row["attribution"], "label": label["label"],
-            "unit": label["unit"], "label_text": label["text"], "display_value": attribution_display_value(row)}
+            "unit": label["unit"], "label_text": label["text"], "short": label["short"],
+            "display_value": attribution_display_value(row)}
 
 
 def case_score_panel(case: Case) -> dict | None:

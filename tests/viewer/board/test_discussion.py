@@ -26,7 +26,7 @@ def test_board_page_lists_reviews_and_annotations(client_for, presenter, patholo
     html = client_for(presenter).get(f"/boards/{session.pk}/").content.decode()
     assert 'id="board-discussion-toggle"' in html and 'aria-expanded="false"' in html
     assert "stroma-rich front" in html and "thinks <strong>High</strong>" in html and "1 disagreement" in html
-    assert f'data-annotation="{kept.pk}"' in html and "look here" in html and "(1 review, 1 annotation)" in html
+    assert f'data-annotation="{kept.pk}"' in html and "look here" in html and "1 review, 1 open annotation" in html
     config = json.loads(re.search(r'<script id="board-config" type="application/json">(.*?)</script>', html,
                                   re.S).group(1))
     assert config["annotations"] == [{

@@ -84,7 +84,7 @@ def _summary(reviews, annotations, rows=None):
 
 
 REVIEW = {"reviewer": "path1", "call": "disagrees with Low", "risk_group": "High", "expected": "Residual disease",
-          "her2": "2+ (3+)", "ish": "Amplified", "confidence": "4/5", "status": "submitted", "saved": "2026-01-01 09:12",
+          "her2": "2+ / auto 3+", "ish": "Amplified", "confidence": "4/5", "status": "submitted, disagrees", "saved": "2026-01-01 09:12",
           "comment": "Front of invasion looks different"}
 ANNOTATION = {"slide": "H&E", "label": "Tumour", "shape": "Polygon", "author": "path1",
               "comment": "Check this region", "updated": "2026-01-01 09:14"}

@@ -64,6 +64,7 @@ def test_form_refuses_bad_input_with_messages(client_for, pathologist, case):
     assert bad.status_code == 400
     text = bad.content.decode()
     assert "Letters, digits" in text and "less than or equal to 120" in text and "contradicts" in text
+    assert "reserved" in _post(client, "/cases/new/", case_id="new").content.decode()
     duplicate = _post(client, "/cases/new/", case_id="CASE-1")
     assert duplicate.status_code == 400 and "already exists" in duplicate.content.decode()
 

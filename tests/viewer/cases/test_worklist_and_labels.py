@@ -75,9 +75,10 @@ def test_attribution_table_shows_categorical_values_and_plain_names(client_for, 
     _score(case, 40.0, "Medium")
     html = client_for(pathologist).get("/cases/CASE-1/").content.decode()
     row = re.search(r'<tr data-feature="hr_status">(.*?)</tr>', html).group(1)
-    assert "negative" in row and 'title="hr_status"' in row and "Hormone-receptor status" in row
+    assert "negative" in row and '· hr_status"' in row and "Hormone-receptor status" in row
     row = re.search(r'<tr data-feature="he_T_L_meanEdgeLength">(.*?)</tr>', html).group(1)
     assert "12.3" in row and "mean edge length, tumour → lymphocyte" in row and "µm" in row
+    assert ">tumour→lymphocyte mean edge <" in row  # the short name shown, the full one and raw name on hover
 
 
 @pytest.mark.django_db
