@@ -288,6 +288,9 @@ SPECTACULAR_SETTINGS = {
         "CaseStatusEnum": "cases.models.CaseStatus",
         "SlideStatusEnum": "cases.models.SlideStatus",
         "JobStatusEnum": "analysis.models.JobStatus",
+        "Her2ScoreEnum": "cases.models.Her2Score",
+        "FeatureTypeEnum": ["Feature"],
+        "HealthStatusEnum": ["ok", "warn", "fail"],
     },
 }
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
 from viewer.api.params import MAX_PK
-from viewer.api.parsers import JSONRejected, loads_strict
+from viewer.api.parsers import JSONRejected, NonFiniteNumber, loads_strict
 
 ANONYMOUS_CLOSE_CODE = 4401
 NOT_FOUND_CLOSE_CODE = 4404
@@ -19,6 +19,8 @@ MAX_BAD_FRAMES = 20  # per connection, then it is closed
 
 class LoginRequiredConsumer(AsyncJsonWebsocketConsumer):
     """Refuse anonymous sockets before anything else happens."""
+
+    non_finite_code = "bad_json"  # the error code of a frame with NaN / Infinity (the board: bad_state)
 
     async def connect(self):
         user = self.scope.get("user")
@@ -42,6 +44,9 @@ class LoginRequiredConsumer(AsyncJsonWebsocketConsumer):
         else:
             try:
                 content = loads_strict(text_data)
+            except NonFiniteNumber as exc:
+                await self.frame_error(self.non_finite_code, f"Not accepted: {exc}")
+                return
             except JSONRejected as exc:
                 await self.frame_error("bad_json", f"Not accepted as JSON: {exc}")
                 return

@@ -102,7 +102,7 @@ def test_board_consumer_refuses_every_bad_frame(board, presenter, pathologist, c
     for name, answer in answers.items():
         assert answer["type"] == "error" and answer["code"] and answer["error"], (name, answer)
     assert answers["binary"]["code"] == "bad_frame" and answers["oversized"]["code"] == "too_large"
-    assert answers["NaN"]["code"] == answers["1e400"]["code"] == "bad_json"
+    assert answers["NaN"]["code"] == answers["1e400"]["code"] == "bad_state"  # the board's word for it
     assert "64 levels" in answers["deep within size"]["error"]
     assert relayed["state"] == {"case": case.pk, "zoom": 1.5}
     board.refresh_from_db()

@@ -20,14 +20,18 @@ class JSONRejected(ValueError):
     """Not strict JSON; the message says why (safe to show to the sender)."""
 
 
+class NonFiniteNumber(JSONRejected):
+    """NaN, Infinity or a float that overflows: valid to Python's json, refused here."""
+
+
 def _constant(name: str):
-    raise JSONRejected(f"{name} is not a number JSON allows (non-finite numbers are refused)")
+    raise NonFiniteNumber(f"{name} is not a number JSON allows (non-finite numbers are refused)")
 
 
 def _finite(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
-        raise JSONRejected(f"{text[:40]} is out of range (non-finite numbers are refused)")
+        raise NonFiniteNumber(f"{text[:40]} is out of range (non-finite numbers are refused)")
     return value
 
 

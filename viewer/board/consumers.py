@@ -44,6 +44,8 @@ ENDED_CLOSE_CODE = 4409
 
 
 class BoardConsumer(LoginRequiredConsumer):
+    non_finite_code = "bad_state"  # a state with NaN / Infinity is refused as a bad state (issue 15)
+
     @property
     def channel_layer_alias(self) -> str:
         """A "board" channel layer when the settings define one (e.g. channels_redis' pub/sub layer,
