@@ -937,7 +937,8 @@ class CaseOverlays {
     return {
       panes: this.panes.map((pane) => Object.fromEntries(pane.layers.map((layer) => {
         const s = pane.state.get(layer.name);
-        return [layer.name, { visible: s.visible, opacity: s.opacity, hidden: [...s.hidden], fill: s.fill }];
+        // `fill` only when on: states saved before outlines existed compare equal.
+        return [layer.name, { visible: s.visible, opacity: s.opacity, hidden: [...s.hidden], ...(s.fill ? { fill: true } : {}) }];
       }))),
       highlight: this.highlightName,
     };

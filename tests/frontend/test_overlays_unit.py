@@ -659,10 +659,15 @@ def test_hover_and_click_open_the_inspector_with_the_cell_values(harness, fake_s
     assert inspector.locator("[data-field='her2_class']").inner_text() == expected["her2"]["class"].replace("_", " ")
     assert inspector.locator("td[data-pair='T-T'][data-metric='meanEdgeLength']").inner_text() == "20.25"
     assert inspector.locator("[data-field='morph-Area']").text_content() == str(expected["morphology"]["Area"])
-    # The contour is drawn; the click did not pan the viewer.
+    # The contour is drawn; the inspector does not cover the cell (it opens on the other side,
+    # and where the pane is too narrow for that the slide pans the cell into the free part).
     assert page.locator(".cv-pane[data-index='1'] .ov-contour polygon").count() == 1
+    _settle(page)
+    now = page.evaluate("(id) => window.caseOverlays.recordScreenPoint(1, 'cells', {id})", cell_id)
+    box = inspector.bounding_box()
+    assert not (box["x"] <= now["x"] <= box["x"] + box["width"] and box["y"] <= now["y"] <= box["y"] + box["height"])
     view = page.evaluate("() => window.caseViewer.panes[1].getView()")
-    assert view["center"]["x"] == pytest.approx(2048, abs=1)
+    assert view["center"]["y"] == pytest.approx(2048, abs=1)  # a sideways pan at most
     page.click(".cv-pane[data-index='1'] .ov-close")
     assert inspector.is_hidden()
 
@@ -725,3 +730,32 @@ def test_get_state_set_state_round_trip(harness):
     assert page.evaluate("() => window.caseOverlays.getState().highlight") == "he_prop_L"
     page.evaluate("() => window.caseOverlays.selectAttribution(null)")
     assert page.evaluate("() => window.caseOverlays.getState().highlight") is None
+
+
+def test_contour_records_expand_into_segments(module_page, fake_site):
+    """Nucleus outlines: the client's parseContours reads analysis.core.overlay.pack_contours's
+    records into one segment per contour edge (closed rings), and outlines start near 20x."""
+    from analysis.core import overlay as ov
+
+    page = module_page
+    rings = [np.array([[0, 0], [6, 0], [6, 4], [0, 4]]), np.array([[-3, -2], [3, -1], [0, 5]])]
+    offsets = np.array([0, 4, 7])
+    body = ov.pack_contours(ox=np.array([100.0, 2000.0]), oy=np.array([50.0, 7.0]),
+                            packed=np.array([(5 << 8) | 2, (9 << 8) | (3 << 4) | 0]), offsets=offsets,
+                            values=np.concatenate(rings))
+    result = page.evaluate("""async (bytes) => {
+        const m = await import('/static/viewer/overlay_data.js');
+        const parsed = m.parseContours(new Uint8Array(bytes).buffer);
+        const seg = [];
+        for (let k = 0; k < parsed.segments; k++) seg.push([...parsed.f32.slice(7 * k, 7 * k + 6), parsed.u32[7 * k + 6]]);
+        let bad = null;
+        try { m.parseContours(new Uint8Array([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0]).buffer); } catch (e) { bad = e.constructor.name; }
+        return {cells: parsed.cells, seg, bad, at20: m.outlineZoom({zoom: 1, mpp: 0.5}), at10: m.outlineZoom({zoom: 0.5, mpp: 0.5})};
+    }""", list(body))
+    assert result["cells"] == 2 and len(result["seg"]) == 7 and result["bad"] == "RecordFormatError"
+    first = result["seg"][:4]
+    assert [s[:2] for s in first] == [[100, 50], [106, 50], [106, 54], [100, 54]]
+    assert [s[2:4] for s in first] == [[106, 50], [106, 54], [100, 54], [100, 50]]  # closed ring
+    assert all(s[4:6] == [100, 50] and s[6] == (5 << 8) | 2 for s in first)
+    assert result["seg"][6][:4] == [2000, 12, 1997, 5] and result["seg"][6][6] == (9 << 8) | (3 << 4)
+    assert result["at20"] is True and result["at10"] is False
