@@ -46,9 +46,20 @@ def embedded_worker_lock(*, wait_message=None, poll_seconds: float = 1.0):
 def worker_loop(*, poll_seconds: float = 0.5, stop: threading.Event | None = None, once: bool = False) -> int:
     """Run queued jobs until `stop` is set (or, with once=True, until the queue is empty)."""
     stop = stop or threading.Event()
+    previous = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
+            previous[sig] = signal.signal(sig, lambda *_: stop.set())
+    try:
+        return _worker_loop(stop=stop, poll_seconds=poll_seconds, once=once)
+    finally:
+        # Put the handlers back: a process that ran the loop in-process (a command, a test) and
+        # later forks must not hand children a SIGTERM that only sets an event.
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _worker_loop(*, stop: threading.Event, poll_seconds: float, once: bool) -> int:
     name = worker_name()
     ran = 0
     last_reap = 0.0

@@ -226,7 +226,8 @@ def test_rectangle_attribution_table_and_panel_layout(analysed_case, logged_in_p
     # -- the attribution table: the chart's inputs, nothing clipped, no sideways scroll, selection shown
     page.wait_for_selector("table.attributions tr[data-feature]")
     figure = json.loads(page.text_content("#score-figures"))
-    bars = [y for y in figure["data"][0]["y"] if y not in ("average case", "other inputs", "this case")]
+    # the bars' raw input names ride in the hover (customdata: "plain name<br>raw name")
+    bars = [c.split("<br>")[-1] for c in figure["data"][0]["customdata"] if c]
     rows = page.eval_on_selector_all("table.attributions tr[data-feature]", "rs => rs.map(r => r.dataset.feature)")
     assert rows == bars
     clipped = page.eval_on_selector_all("table.attributions th, table.attributions td",

@@ -294,6 +294,14 @@ def _measure(args: tuple[list[np.ndarray], list[np.ndarray]]) -> list[dict]:
     return rows
 
 
+def _default_signals() -> None:
+    """Pool workers take SIGTERM / SIGINT as the defaults, not the forking process's handlers."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _default_workers() -> int:
     if multiprocessing.current_process().daemon:
         return 1  # a daemonic process (e.g. a Celery prefork child) may not start children
@@ -343,8 +351,17 @@ def nucleus_features(
     else:
         bounds = np.linspace(0, n, 4 * workers + 1).astype(int)  # a few chunks per worker
         chunks = [(list(contours[a:b]), crops[a:b]) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
+        # close + join (not the context manager's terminate): idle workers get their sentinel and
+        # exit, so no SIGTERM is needed, whatever handlers the forking process had installed.
+        pool = multiprocessing.get_context("fork").Pool(workers, initializer=_default_signals)
+        try:
             rows = [row for part in pool.map(_measure, chunks) for row in part]
+            pool.close()
+        except BaseException:
+            pool.terminate()
+            raise
+        finally:
+            pool.join()
     frame = pd.DataFrame(rows, columns=list(MORPH_FEATURES + TEXTURE_FEATURES))
     for column in ("Texture_IntensityMax", "Texture_IntensityMin"):
         frame[column] = frame[column].astype(np.int64)

@@ -78,3 +78,23 @@ def test_bad_contour_raises_before_any_read():
 
     with pytest.raises(features.CellFeatureError):
         features.nucleus_features(contours=[np.zeros((3, 3))], read_region=read)
+
+
+def test_parallel_features_finish_whatever_sigterm_handler_the_parent_has(reference_nuclei, shared_file):
+    """A process whose SIGTERM only sets an event (an in-process worker loop did that) once hung
+    the pool's shutdown forever: workers now exit on their sentinel and take default signals."""
+    import signal
+    import threading
+
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    read, close = features.openslide_region_reader(slide_path=shared_file("slides/CMU-1-Small-Region.svs"))
+    done = []
+    try:
+        thread = threading.Thread(target=lambda: done.append(
+            features.nucleus_features(contours=reference_nuclei[:300], read_region=read, workers=2)), daemon=True)
+        thread.start()
+        thread.join(timeout=120)
+    finally:
+        close()
+        signal.signal(signal.SIGTERM, previous)
+    assert done and len(done[0]) == 300
