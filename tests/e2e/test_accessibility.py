@@ -4,8 +4,10 @@ axe-core (bundled in the PyPI package axe-playwright-python, injected into the p
 from a CDN) checks each page as an admin sees it: login, worklist, new case form, the demo case
 analysed by the server's worker with its overlay panels open, disagreements, audit, tumour board
 list and a running session, models and a model card, the API docs. No serious or critical
-violation may remain. Every page is also checked at 1280×800 and 1920×1080 for content wider
-than the window (the page scrolling sideways). Set LADDER_SCREENSHOT_DIR to save a screenshot of
+violation may remain, and on our own pages (all but the API docs' Swagger UI) none at all bar
+the KNOWN list. Every page is also checked at 1280×800 and 1920×1080 for content wider than the
+window; the case page and the board session, laid out to fill the window, must not scroll; the
+case page's waterfall must show its axis labels and title whole. Set LADDER_SCREENSHOT_DIR to save a screenshot of
 each page at both sizes (docs/ui.md says what was looked at)."""
 from __future__ import annotations
 
@@ -24,6 +26,9 @@ BLOCKING = ("serious", "critical")
 # Findings in markup we do not write, reported but not failed on (docs/ui.md lists them).
 UPSTREAM = {("api-docs", "nested-interactive"):
             "Swagger UI's operation header nests its copy-link and lock buttons in the expand button"}
+# On our own pages every finding fails, moderate and minor too, except these (docs/ui.md says why).
+KNOWN = {("board-session", "aria-allowed-role"):
+         "attribution rows are <li role=button> in a role=group list; a <button> inside each <li> would be cleaner"}
 # Elements wider than the window, ignoring the slide viewers' own canvases and off-screen helpers.
 OVERFLOW_JS = """() => {
   const width = document.documentElement.clientWidth;
@@ -48,13 +53,15 @@ TALLER_JS = """() => {
     .map(el => name(el) + ' in ' + name(el.parentElement));
   return [`document ${total} px tall`, ...ends];
 }"""
-# Tick labels of the case page's waterfall must lie inside its plot (Plotly clips them at the left).
+# Tick labels and axis title of the case page's waterfall must lie inside its plot (Plotly clips
+# what does not fit the sidebar).
 CLIPPED_TICKS_JS = """() => {
   const plot = document.querySelector('#plot-waterfall .main-svg');
   if (!plot) return ['no waterfall'];
-  const left = plot.getBoundingClientRect().left;
-  return [...document.querySelectorAll('#plot-waterfall .ytick text')]
-    .filter(t => t.getBoundingClientRect().left < left - 0.5).map(t => t.textContent);
+  const box = plot.getBoundingClientRect();
+  return [...document.querySelectorAll('#plot-waterfall .ytick text, #plot-waterfall .xtitle')]
+    .filter(t => { const r = t.getBoundingClientRect(); return r.left < box.left - 0.5 || r.right > box.right + 0.5; })
+    .map(t => t.textContent);
 }"""
 
 
@@ -84,10 +91,13 @@ class Walk:
                               for n in violation["nodes"][:8])
             line = f"{name}: {violation['id']} ({violation['impact']}) x{len(violation['nodes'])}: {nodes}"
             upstream = UPSTREAM.get((name, violation["id"]))
+            known = KNOWN.get((name, violation["id"]))
             if upstream:
                 self.other.append(f"{line} [upstream: {upstream}]")
+            elif violation["impact"] in BLOCKING or (name != "api-docs" and not known):
+                self.blocking.append(line)
             else:
-                (self.blocking if violation["impact"] in BLOCKING else self.other).append(line)
+                self.other.append(f"{line} [{known}]" if known else line)
         for width, height in SIZES:
             page.set_viewport_size({"width": width, "height": height})
             page.wait_for_timeout(300)  # the viewers relayout on resize
@@ -157,8 +167,8 @@ def test_main_pages_have_no_serious_violations_and_fit_the_window(analysed_case,
         walk.check("api-docs")
     finally:
         context.close()
-    print("\n".join(["axe, blocking:", *walk.blocking, "axe, moderate/minor:", *walk.other,
+    print("\n".join(["axe, failing:", *walk.blocking, "axe, moderate/minor:", *walk.other,
                      "overflow:", *walk.overflow]))
     assert errors == [], f"page errors: {errors}"
-    assert walk.blocking == [], "serious or critical axe violations:\n" + "\n".join(walk.blocking)
+    assert walk.blocking == [], "axe violations (serious/critical anywhere, any on our pages):\n" + "\n".join(walk.blocking)
     assert walk.overflow == [], "\n".join(walk.overflow)
