@@ -328,6 +328,7 @@ function updateRole() {
   const others = board.participants.filter((p) => p.id !== board.you);
   select.replaceChildren(...others.map((p) => new Option(p.username, String(p.id))));
   $('board-handover').disabled = others.length === 0;
+  select.hidden = others.length === 0; // an empty drop-down reads as a broken control
 }
 
 async function postJson(url, body) {
