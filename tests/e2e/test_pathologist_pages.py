@@ -165,7 +165,8 @@ def test_board_reviews_annotations_and_two_pane_snapshot(browser, live_site):
         assert page.get_attribute("#board-discussion-toggle", "aria-expanded") == "true"
         panel = page.inner_text("#board-discussion")
         assert "Margin looks involved" in panel and "missed tumour region" in panel and "HER2-ultralow" in panel
-        page.click("#board-annotations button[data-annotation]")
+        # other e2e modules share the demo case: pick this test's annotation, not the first listed
+        page.click(f"#board-annotations button[data-annotation='{created.json()['id']}']")
         state = page.evaluate("() => window.caseViewer.getState()")
         assert state["center"]["x"] == pytest.approx(650, abs=2) and state["center"]["y"] == pytest.approx(800, abs=2)
         page.wait_for_timeout(800)  # the presenter's new view goes out to followers

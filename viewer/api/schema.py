@@ -75,6 +75,9 @@ class AnnotationSerializer(serializers.Serializer):
     comment = serializers.CharField(allow_blank=True)
     author = serializers.CharField(allow_null=True)
     source = serializers.CharField()
+    transferred_from = serializers.IntegerField(allow_null=True, help_text="The annotation this one was copied from "
+                                                "(carried across the registration), else null.")
+    transfer = _json("How it was carried across (TransferRecordSerializer), else {}.")
     deleted = serializers.BooleanField()
     version = serializers.IntegerField()
     created_at = serializers.DateTimeField()
@@ -126,6 +129,58 @@ class ImportResultSerializer(serializers.Serializer):
     created = AnnotationSerializer(many=True)
     errors = serializers.ListField(child=inline_serializer(
         "ImportError", {"feature": serializers.IntegerField(), "error": serializers.CharField()}))
+
+
+class ImportJobSerializer(serializers.Serializer):
+    """202 of a large import: it runs as a job (GET its url for progress)."""
+
+    job = serializers.IntegerField()
+    features = serializers.IntegerField()
+    url = serializers.CharField()
+    detail = serializers.CharField()
+
+
+class TransferInput(serializers.Serializer):
+    """POST /api/annotations/<id>/transfer/."""
+
+    preview = serializers.BooleanField(required=False, default=False,
+                                       help_text="true: answer where it would lie, save nothing.")
+
+
+class TransferRecordSerializer(serializers.Serializer):
+    """viewer.review.transfer.annotation_map's `transfer`."""
+
+    from_slide = serializers.IntegerField()
+    from_stain = serializers.CharField()
+    to_slide = serializers.IntegerField()
+    alignment = serializers.CharField(help_text="The alignment's source (automatic, manual, ...).")
+    nonrigid = serializers.BooleanField()
+    field_checksum = serializers.CharField(allow_blank=True)
+    similarity = inline_serializer("TransferSimilarity", {k: serializers.FloatField() for k in
+                                                          ("offset_x", "offset_y", "rotation", "scale")})
+    at = serializers.DateTimeField(required=False)
+
+
+class TransferPreviewSerializer(serializers.Serializer):
+    """viewer.review.transfer.annotation_map: where the annotation lies on the paired slide."""
+
+    slide = serializers.IntegerField()
+    stain = serializers.CharField()
+    shape = serializers.ChoiceField(choices=Shape.values)
+    geometry = GeometrySerializer()
+    transfer = TransferRecordSerializer()
+
+
+class AlignmentFieldSerializer(serializers.Serializer):
+    """analysis.core.slides.registration.DisplacementField.to_dict."""
+
+    version = serializers.IntegerField()
+    spacing_px = serializers.FloatField(help_text="Grid spacing in H&E level-0 px.")
+    mpp = serializers.FloatField(allow_null=True)
+    shape = serializers.ListField(child=serializers.IntegerField(), help_text="[rows, columns] of the grid.")
+    dtype = serializers.CharField(help_text='"<f2": little-endian float16.')
+    forward = serializers.CharField(help_text="base64 grid, x/y interleaved: fixed -> moving displacement u(p).")
+    inverse = serializers.CharField(help_text="base64 grid, x/y interleaved: moving -> fixed displacement v(p).")
 
 
 # --- reviews --------------------------------------------------------------------------------

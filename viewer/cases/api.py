@@ -22,6 +22,7 @@ from analysis.registration import (
 from analysis.services import JobStateError, analysis_enqueue
 from cases.models import Case, Slide, SlideStatus
 from viewer.cases import selectors
+from viewer.api import schema as docs
 from viewer.api.params import query_pk
 from viewer.api.parsers import StrictJSONParser
 from viewer.api.permissions import CanEditCasesOrReadOnly
@@ -194,7 +195,7 @@ def case_alignment_auto_reset(request, pk: int):
     return Response(AlignmentSerializer(alignment).data)
 
 
-@extend_schema(responses={200: dict})
+@extend_schema(responses={200: docs.AlignmentFieldSerializer, 404: docs.ERRORS, 409: docs.ERRORS})
 @api_view(["GET"])
 @permission_classes([CanEditCasesOrReadOnly])
 def case_alignment_field(request, pk: int):

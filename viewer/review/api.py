@@ -107,7 +107,7 @@ def slide_annotations_geojson(request, slide_id: int):
 
 @extend_schema(request={"application/json": docs.FeatureCollectionSerializer,
                         "multipart/form-data": docs.ImportUploadInput},
-               responses={201: docs.ImportResultSerializer, 202: OpenApiTypes.OBJECT, 400: docs.ERRORS,
+               responses={201: docs.ImportResultSerializer, 202: docs.ImportJobSerializer, 400: docs.ERRORS,
                           403: docs.ERRORS, 404: docs.ERRORS, 413: docs.ERRORS})
 @api_view(["POST"])
 @parser_classes([StrictJSONParser, MultiPartParser])
@@ -252,8 +252,11 @@ def annotation_statistics(request, pk: int):
     return Response(AnnotationStatisticsSerializer(body).data)
 
 
-@extend_schema(request=OpenApiTypes.OBJECT, responses=OpenApiTypes.OBJECT)
+@extend_schema(request={"application/json": docs.TransferInput},
+               responses={200: docs.TransferPreviewSerializer, 201: docs.AnnotationSerializer, 400: docs.ERRORS,
+                          403: docs.ERRORS, 404: docs.ERRORS, 409: docs.ERRORS})
 @api_view(["POST"])
+@parser_classes([StrictJSONParser])
 def annotation_transfer(request, pk: int):
     """Carry the annotation across to the paired slide through the registration (similarity, and the
     non-rigid field while the automatic registration applies). Body {"preview": true}: 200 with where
