@@ -256,7 +256,6 @@ def annotation_statistics(request, pk: int):
                responses={200: docs.TransferPreviewSerializer, 201: docs.AnnotationSerializer, 400: docs.ERRORS,
                           403: docs.ERRORS, 404: docs.ERRORS, 409: docs.ERRORS})
 @api_view(["POST"])
-@parser_classes([StrictJSONParser])
 def annotation_transfer(request, pk: int):
     """Carry the annotation across to the paired slide through the registration (similarity, and the
     non-rigid field while the automatic registration applies). Body {"preview": true}: 200 with where
