@@ -13,7 +13,7 @@ from PIL import Image
 
 from analysis.jobs.worker import worker_loop
 from analysis.models import Job, JobKind, JobStatus
-from cases.models import Slide, SlideStatus
+from cases.models import Slide, SlideAlignment, SlideStatus
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -69,6 +69,28 @@ def test_the_conversion_job_makes_the_slide_ready(client_for, pathologist, case)
     tile = client.get(f"/slides/{slide.pk}_files/{slide.level_count + 9}/0_0.jpeg")
     assert client.get(f"/slides/{slide.pk}.dzi").status_code == 200
     assert tile.status_code in (200, 404)
+
+
+def test_a_converted_pair_gets_its_alignment_and_registration(client_for, pathologist, case, settings):
+    """Uploaded plain images are paired when their conversion ends, as imported slides are: the
+    alignment row (the viewer's Align mode needs it) and, with LADDER_AUTO_REGISTER, the registration."""
+    settings.LADDER_AUTO_REGISTER = True
+    client = client_for(pathologist)
+    for stain, seed in (("he", 1), ("ihc", 2)):
+        data = _png(Image.fromarray(np.random.default_rng(seed).integers(120, 250, (300, 400, 3), dtype=np.uint8)))
+        response = client.post("/api/slides/", {"case": case.pk, "stain": stain,
+                                                "file": SimpleUploadedFile(f"{stain}.png", data)})
+        assert response.status_code == 202, response.content
+    assert not SlideAlignment.objects.filter(case=case).exists()  # nothing to align while converting
+    assert client.get(f"/api/cases/{case.pk}/alignment/").status_code == 404
+    # the real worker runs both conversions, then the registration the second one queued
+    assert worker_loop(once=True, poll_seconds=0.1) == 3
+    alignment = SlideAlignment.objects.get(case=case)
+    assert {alignment.fixed.stain, alignment.moving.stain} == {"he", "ihc"}
+    assert client.get(f"/api/cases/{case.pk}/alignment/").status_code == 200
+    job = Job.objects.get(kind=JobKind.REGISTER_PAIR)
+    assert job.case_id == case.pk and job.params["reason"] == "the case got its second slide"
+    assert job.status == JobStatus.FAILED and "no known resolution" in job.error  # PNGs carry no mpp
 
 
 def test_a_broken_image_fails_its_job_and_says_why(client_for, pathologist, case, settings):

@@ -172,16 +172,24 @@ def _slide_create(*, case, stain, source, served, checksum, metadata, converted,
         properties=metadata.properties,
         imported_by=user if getattr(user, "is_authenticated", False) else None,
     )
-    had_pair = SlideAlignment.objects.filter(case=case).exists()
-    alignment = alignment_ensure_default(case=case)
     audit_record(user=user, action="slide.import", case=case, slide=slide,
                  detail={"source": str(source), "checksum": checksum, "converted": converted})
+    slide_pair_check(case=case, user=user)
+    return slide
+
+
+def slide_pair_check(*, case: Case, user=None) -> SlideAlignment | None:
+    """A slide of the case became ready (imported, or its conversion job finished): once both the
+    H&E and the IHC are ready the pair gets its alignment row (the viewer's Align mode needs it),
+    and a pair complete for the first time is registered in the background."""
+    had_pair = SlideAlignment.objects.filter(case=case).exists()
+    alignment = alignment_ensure_default(case=case)
     if alignment is not None and not had_pair and settings.LADDER_AUTO_REGISTER:
         from analysis.registration import registration_enqueue
 
-        # The pair is complete: register it in the background (the job runs after this commits).
+        # the job runs after this commits
         registration_enqueue(case=case, user=user, reason="the case got its second slide")
-    return slide
+    return alignment
 
 
 def _upload_names(original: str) -> tuple[str, str]:
@@ -245,9 +253,10 @@ def _default_scale(fixed: Slide, moving: Slide) -> float:
 
 
 def alignment_ensure_default(*, case: Case) -> SlideAlignment | None:
-    """Make sure the case's H&E/IHC pair has an alignment row (identity at physical scale)."""
+    """Make sure the case's H&E/IHC pair has an alignment row (identity at physical scale) once
+    both slides are ready (a slide still converting has no size or resolution yet)."""
     fixed, moving = case.slide_for(Stain.HE), case.slide_for(Stain.IHC)
-    if fixed is None or moving is None:
+    if fixed is None or moving is None or fixed.status != SlideStatus.READY or moving.status != SlideStatus.READY:
         return None
     alignment, _ = SlideAlignment.objects.get_or_create(
         case=case, fixed=fixed, moving=moving, defaults={"scale": _default_scale(fixed, moving)}
