@@ -4,6 +4,7 @@ from __future__ import annotations
 from django.db import transaction
 from django.utils import timezone
 
+from analysis.case_status import case_status_sync_after
 from analysis.jobs.runner import dispatch
 from analysis.models import ACTIVE_STATUSES, Job, JobStatus
 from cases.audit import audit_record
@@ -22,6 +23,7 @@ def job_enqueue(*, kind: str, slide=None, case=None, params: dict | None = None,
                              created_by=user if getattr(user, "is_authenticated", False) else None,
                              max_attempts=max_attempts)
     audit_record(user=user, action=f"job.enqueue.{kind}", case=case, slide=slide, detail={"job": job.pk})
+    case_status_sync_after(job)  # an analysis or scoring queued: the case is being analysed
     transaction.on_commit(lambda: dispatch(job.pk))
     return job
 
@@ -35,6 +37,7 @@ def job_cancel(*, job: Job, user=None) -> Job:
     Job.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(cancel_requested=True)
     audit_record(user=user, action="job.cancel", case=job.case, slide=job.slide, detail={"job": job.pk})
     job.refresh_from_db()
+    case_status_sync_after(job)  # a queued job cancelled at once; a running one when it stops
     return job
 
 

@@ -15,6 +15,7 @@ from django.db import close_old_connections, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from analysis.case_status import case_status_sync_after
 from analysis.jobs.registry import HANDLERS
 from analysis.models import Job, JobKind, JobStatus
 
@@ -161,6 +162,7 @@ def job_execute(job: Job, *, on_progress=None) -> Job:
         heartbeat_at=timezone.now(),
     )
     job.refresh_from_db()
+    case_status_sync_after(job)  # analysed and scored: the case is ready for review
     return job
 
 
@@ -207,6 +209,7 @@ def jobs_reap_stale() -> list[int]:
                 finished_at=timezone.now(), log=job.log + note)
         if changed:
             reaped.append(job.pk)
+            case_status_sync_after(job)  # a dead analysis leaves the case analysing no longer
     return reaped
 
 

@@ -26,10 +26,12 @@ const board = {
   sendTimer: null,
   overlaysJson: 'null',
   received: 0,
+  annotation: null,       // driver: the annotation outlined for everyone (static/board/discussion.js)
 };
 window.caseBoard = board;  // for tests and debugging
 
-const isDriver = () => board.driver === board.you;
+const isEnded = () => root.dataset.ended === '1';
+const isDriver = () => !isEnded() && board.driver === board.you;
 
 // ----- small helpers
 
@@ -73,7 +75,8 @@ function connect() {
   });
   socket.addEventListener('close', (event) => {
     // 4409: the presenter ended the session; it is read-only now (viewer/board/consumers.py)
-    const final = { 4401: 'Logged out', 4404: 'No such session', 4409: 'This board has ended (read-only)' };
+    if (event.code === 4409) { markEnded(); return; }
+    const final = { 4401: 'Logged out', 4404: 'No such session' };
     setStatus(final[event.code] || 'Reconnecting…', false);
     if (final[event.code] || board.navigating) return;
     setTimeout(connect, 1500);
@@ -130,6 +133,9 @@ function onMessage(message) {
     case 'error':
       toast(message.error, 'error');
       break;
+    case 'ended':
+      markEnded();
+      break;
     default:
       break;
   }
@@ -161,6 +167,11 @@ function applyState(state) {
     board.appliedAttribution = state.attribution || null;
     highlightAttribution(board.appliedAttribution);
   }
+  if ((state.annotation ?? null) !== board.appliedAnnotation) {
+    board.appliedAnnotation = state.annotation ?? null;
+    board.annotation = board.appliedAnnotation;  // what this user sees, passed on if they take over
+    window.boardDiscussion?.outline(board.appliedAnnotation);
+  }
   drawPointer(state.pointer || null);
 }
 
@@ -173,6 +184,7 @@ function setAttached(attached) {
   if (attached && board.latest && !isDriver()) {
     board.appliedOverlays = undefined;
     board.appliedAttribution = undefined;
+    board.appliedAnnotation = undefined;
     applyState(board.latest.state);
   }
   if (!attached) drawPointer(null);
@@ -187,9 +199,16 @@ function currentState() {
     viewport: board.viewer ? board.viewer.getState() : null,
     overlays: overlaysState(),
     attribution: board.attribution,
+    annotation: board.annotation,
     pointer: board.pointer,
   };
 }
+
+// The annotation outlined on the slides (discussion.js draws it): the driver's goes to everyone.
+board.setAnnotation = (annotationId) => {
+  board.annotation = annotationId ?? null;
+  sendStateNow();
+};
 
 function sendStateNow() {
   clearTimeout(board.sendTimer);
@@ -214,6 +233,8 @@ async function startDriving() {
     board.viewer.setState(restore.viewport, { animate: false });
     board.attribution = restore.attribution || null;
     highlightAttribution(board.attribution);
+    board.annotation = restore.annotation ?? null;
+    window.boardDiscussion?.outline(board.annotation);
     if (restore.overlays != null && window.caseOverlays?.setState) {
       try { window.caseOverlays.setState(restore.overlays); } catch { /* the overlay module decides */ }
     }
@@ -225,9 +246,10 @@ async function startDriving() {
 
 function goToCase(casePk) {
   if (!casePk || Number(casePk) === config.caseId) return;
+  if (isEnded()) { location.assign(caseUrl(casePk)); return; }  // read-only: everyone browses alone
   if (!isDriver()) { toast('Only the driver changes the case.', 'error'); return; }
   board.navigating = true;
-  send({ type: 'state', state: { case: Number(casePk), slide: null, viewport: null, overlays: null, attribution: null, pointer: null } });
+  send({ type: 'state', state: { case: Number(casePk), slide: null, viewport: null, overlays: null, attribution: null, annotation: null, pointer: null } });
   const socket = board.socket;
   const started = performance.now();
   const go = () => {
@@ -314,21 +336,68 @@ function onAttributionClick(item) {
 function updateRole() {
   const driving = isDriver();
   root.dataset.role = driving ? 'driver' : 'follower';
+  for (const id of ['board-prev', 'board-next']) {
+    const button = $(id);
+    button.disabled = !(driving || isEnded()) || !button.dataset.case;
+  }
+  $('board-jump').disabled = !(driving || isEnded());
+  if (isEnded()) {
+    $('board-role').textContent = 'Browse the cases and the record on your own';
+    return;
+  }
   const name = board.driverName || 'the presenter';
   $('board-role').textContent = driving ? 'You are presenting' : board.attached ? `Following ${name}` : `Detached from ${name}`;
   $('board-detach').hidden = driving;
+  $('board-take').hidden = driving || board.you !== board.presenter;  // the driver has the controls already
   $('board-handover-box').hidden = !driving;
-  $('board-take').hidden = driving || board.you !== board.presenter;
-  for (const id of ['board-prev', 'board-next']) {
-    const button = $(id);
-    button.disabled = !driving || !button.dataset.case;
-  }
-  $('board-jump').disabled = !driving;
+  fillHandover();
+}
+
+function fillHandover() {
+  // who can take over: the others connected now with a role that may present
   const select = $('board-handover-to');
-  const others = board.participants.filter((p) => p.id !== board.you);
-  select.replaceChildren(...others.map((p) => new Option(p.username, String(p.id))));
+  const previous = select.value;
+  const others = board.participants.filter((p) => p.id !== board.you && p.connected !== false && p.can_present !== false);
+  if (others.length) {
+    select.replaceChildren(...others.map((p) => new Option(p.username, String(p.id))));
+    if (others.some((p) => String(p.id) === previous)) select.value = previous;
+  } else {
+    // said in the control itself: an empty drop-down reads as a broken one
+    select.replaceChildren(new Option('Nobody else connected', ''));
+  }
+  select.disabled = others.length === 0;
   $('board-handover').disabled = others.length === 0;
-  select.hidden = others.length === 0; // an empty drop-down reads as a broken control
+}
+
+function markEnded() {
+  // the session ended (here or by the presenter elsewhere): read-only, nobody drives
+  if (root.dataset.ended === '1' && board.endedShown) return;
+  board.endedShown = true;
+  root.dataset.ended = '1';
+  board.navigating = true;  // never reconnect
+  clearTimeout(board.sendTimer);
+  for (const id of ['board-presence', 'board-caption', 'board-snapshot', 'board-summary', 'board-end']) {
+    const element = $(id);
+    if (element) element.hidden = true;
+  }
+  $('board-ended').hidden = false;
+  setStatus('Ended', false);
+  drawPointer(null);
+  updateRole();
+  toast('This board has ended; its record is read-only.');
+}
+
+async function endBoard() {
+  const button = $('board-end');
+  button.disabled = true;
+  try {
+    await postJson(config.endUrl, {});
+    markEnded();
+  } catch (error) {
+    toast(`Could not end the board: ${error.message}`, 'error');
+  } finally {
+    button.disabled = false;
+  }
 }
 
 async function postJson(url, body) {
@@ -449,12 +518,15 @@ function wireControls() {
   $('board-prev').addEventListener('click', (e) => goToCase(e.currentTarget.dataset.case));
   $('board-next').addEventListener('click', (e) => goToCase(e.currentTarget.dataset.case));
   $('board-jump').addEventListener('change', (e) => goToCase(e.currentTarget.value));
-  $('board-detach').addEventListener('click', () => setAttached(!board.attached));
-  $('board-handover').addEventListener('click', () => {
+  $('board-detach')?.addEventListener('click', () => setAttached(!board.attached));
+  $('board-handover')?.addEventListener('click', () => {
     const to = Number($('board-handover-to').value);
     if (to) send({ type: 'handover', to });
   });
-  $('board-take').addEventListener('click', () => send({ type: 'handover', to: board.you }));
+  $('board-take')?.addEventListener('click', () => send({ type: 'handover', to: board.you }));
+  const endDialog = $('board-end-dialog');
+  $('board-end')?.addEventListener('click', () => { endDialog.returnValue = ''; endDialog.showModal(); });
+  endDialog?.addEventListener('close', () => { if (endDialog.returnValue === 'end') endBoard(); });
   $('board-snapshot')?.addEventListener('click', snapshot);
   $('board-summary')?.addEventListener('click', summary);
   $('board-fullscreen').addEventListener('click', toggleFullScreen);
@@ -501,5 +573,6 @@ function viewerReady() {
 
 wireControls();
 updateRole();
-connect();
+if (isEnded()) setStatus('Ended', false);  // read-only: no socket, nobody to follow
+else connect();
 if (config.slides.length) viewerReady();

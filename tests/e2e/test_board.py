@@ -2,11 +2,16 @@
 joins in another browser context and follows the presenter's view, pointer and attribution."""
 from __future__ import annotations
 
+import os
 import re
+import tempfile
+from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.e2e
+
+SHOTS = Path(os.environ.get("LADDER_E2E_SHOTS") or tempfile.mkdtemp(prefix="ladder-shots-"))
 
 READY_JS = """() => {
   const board = document.getElementById('board');
@@ -118,3 +123,137 @@ def test_follower_follows_the_presenter(browser, live_site):
         presenter_context.close()
         follower_context.close()
     assert presenter_errors == [] and follower_errors == [], (presenter_errors, follower_errors)
+
+
+OUTLINE_JS = """([pane, id]) => {
+  const layer = document.querySelector(`.cv-pane[data-index="${pane}"] .board-outline-layer`);
+  const path = layer && layer.querySelector('.board-outline');
+  if (!path || layer.dataset.annotation !== String(id)) return null;
+  const box = path.getBoundingClientRect();
+  return {stroke: path.getAttribute('stroke'), width: box.width, height: box.height,
+          x: box.x + box.width / 2, y: box.y + box.height / 2};
+}"""
+NO_OUTLINE_JS = """() => !document.querySelector('.board-outline-layer .board-outline')"""
+OPTIONS_JS = """() => [...document.querySelectorAll('#board-handover-to option')].map(o => o.textContent)"""
+
+
+def test_annotation_outline_presence_controls_and_the_end_of_a_board(browser, live_site):
+    """Issue: the outline of the annotation the board goes to (presenter and follower), its comment
+    in its card; hand-over lists who is here, "Take control" never for the driver; "End board"
+    with a confirmation, the ended board read-only for everyone and listed under Past boards."""
+    url = live_site["url"]
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    presenter_context, presenter, presenter_errors = _login(browser, live_site, "presenter")
+    follower_context, follower, follower_errors = _login(browser, live_site, "pathologist")
+    for page in (presenter, follower):
+        page.set_viewport_size({"width": 1280, "height": 800})
+    try:
+        presenter.goto(f"{url}/cases/DEMO-001/", wait_until="domcontentloaded", timeout=60000)
+        config = presenter.evaluate("() => JSON.parse(document.getElementById('case-viewer-config').textContent)")
+        he = next(s for s in config["slides"] if s["stain"] == "he")
+        headers = {"X-CSRFToken": config["csrfToken"], "Content-Type": "application/json"}
+        # this test's own annotation (the demo case is shared across modules) and its own board
+        annotation = presenter.request.post(f"{url}/api/slides/{he['id']}/annotations/", headers=headers, data={
+            "type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[1200, 900], [1700, 1000], [1600, 1500],
+                                                                                 [1100, 1400], [1200, 900]]]},
+            "properties": {"label": "missed tumour region", "comment": "Outline check: tumour at the margin"}})
+        assert annotation.status == 201, annotation.text()
+        annotation = annotation.json()
+        created = presenter.request.post(f"{url}/api/boards/", headers=headers,
+                                         data={"cases": [config["caseId"]], "title": "E2E outline board"})
+        assert created.status == 201, created.text()
+        board_url = url + created.json()["url"]
+
+        presenter.goto(board_url, wait_until="domcontentloaded", timeout=60000)
+        presenter.wait_for_function(READY_JS, timeout=60000)
+        presenter.wait_for_function("() => window.caseBoard.started", timeout=30000)
+        # the driver is not offered to take the control it has, nor to detach from itself
+        assert presenter.is_hidden("#board-take") and presenter.is_hidden("#board-detach")
+        # alone: the hand-over says so instead of being an empty drop-down
+        assert presenter.evaluate(OPTIONS_JS) == ["Nobody else connected"]
+        assert presenter.is_disabled("#board-handover-to") and presenter.is_disabled("#board-handover")
+
+        follower.goto(board_url, wait_until="domcontentloaded", timeout=60000)
+        follower.wait_for_function(READY_JS, timeout=60000)
+        presenter.wait_for_function(f"() => ({OPTIONS_JS})().includes('pathologist')", timeout=10000)
+        assert presenter.is_enabled("#board-handover")
+        assert follower.is_visible("#board-detach") and follower.is_hidden("#board-take")  # not the presenter
+        _shot(presenter, "board-presenter-controls")
+
+        # hand over: the presenter follows and may take the control back; the new driver may not
+        presenter.select_option("#board-handover-to", label="pathologist")
+        presenter.click("#board-handover")
+        follower.wait_for_function("() => document.getElementById('board').dataset.role === 'driver'", timeout=10000)
+        presenter.wait_for_function("() => document.getElementById('board').dataset.role === 'follower'", timeout=10000)
+        assert presenter.is_visible("#board-take") and follower.is_hidden("#board-take")
+        assert follower.evaluate(OPTIONS_JS) == ["presenter"]
+        presenter.click("#board-take")
+        presenter.wait_for_function("() => document.getElementById('board').dataset.role === 'driver'", timeout=10000)
+        follower.wait_for_function("() => document.getElementById('board').dataset.role === 'follower'", timeout=10000)
+        assert presenter.is_hidden("#board-take")
+
+        # the annotation's comment is inside its card
+        presenter.click("#board-discussion-toggle")
+        card = presenter.locator(f".board-annotation-card[data-annotation='{annotation['id']}']")
+        assert "Outline check: tumour at the margin" in card.inner_text()
+        assert card.locator(".an-comment").count() == 1
+
+        # a click frames the annotation and outlines it, in its label's colour, on its slide ...
+        presenter.click(f"#board-annotations button[data-annotation='{annotation['id']}']")
+        drawn = presenter.wait_for_function(OUTLINE_JS, arg=[0, annotation["id"]], timeout=10000).json_value()
+        assert drawn["stroke"].lower() == annotation["color"].lower()
+        pane = presenter.locator(".cv-pane[data-index='0'] .cv-overlay-root").bounding_box()
+        # framed: the outline is big on screen, in the middle of the H&E pane
+        assert drawn["width"] > 0.3 * pane["width"] or drawn["height"] > 0.3 * pane["height"], (drawn, pane)
+        assert abs(drawn["x"] - (pane["x"] + pane["width"] / 2)) < 0.1 * pane["width"]
+        assert abs(drawn["y"] - (pane["y"] + pane["height"] / 2)) < 0.1 * pane["height"]
+        assert presenter.evaluate(OUTLINE_JS, [1, annotation["id"]]) is None  # an H&E annotation: not on the IHC
+        # ... and for the follower, who follows the presenter's view
+        follower.wait_for_function(OUTLINE_JS, arg=[0, annotation["id"]], timeout=10000)
+        follower.wait_for_timeout(500)
+        _shot(presenter, "board-annotation-outline-presenter")
+        _shot(follower, "board-annotation-outline-follower")
+        # the outline stays on the slide as the view moves
+        before = presenter.evaluate(OUTLINE_JS, [0, annotation["id"]])
+        presenter.evaluate("""() => { const s = window.caseViewer.getState();
+          window.caseViewer.setState({center: {x: s.center.x + 200, y: s.center.y}, zoom: s.zoom, rotation: 0}); }""")
+        presenter.wait_for_function(f"""() => {{ const o = ({OUTLINE_JS})([0, {annotation['id']}]);
+          return o && o.x < {before['x']} - 20; }}""", timeout=10000)  # redrawn on the next frame
+        presenter.click("#board-annotation-clear")
+        presenter.wait_for_function(NO_OUTLINE_JS)
+        follower.wait_for_function(NO_OUTLINE_JS, timeout=10000)
+
+        # End board: asked first; cancelling changes nothing
+        presenter.click("#board-end")
+        assert presenter.is_visible("#board-end-dialog")
+        _shot(presenter, "board-end-dialog")
+        presenter.click("#board-end-dialog button[value=cancel]")
+        presenter.wait_for_timeout(500)
+        assert presenter.get_attribute("#board", "data-ended") == "0" and presenter.is_hidden("#board-end-dialog")
+        presenter.click("#board-end")
+        presenter.click("#board-end-confirm")
+        for page in (presenter, follower):
+            page.wait_for_function("() => document.getElementById('board').dataset.ended === '1'", timeout=10000)
+            assert page.is_visible("#board-ended") and "Ended" in page.inner_text("#board-status")
+            for control in ("#board-detach", "#board-handover", "#board-take", "#board-end", "#board-snapshot"):
+                assert page.locator(control).count() == 0 or page.is_hidden(control), control
+        # reloaded, the page says it from the server: no socket, no presenter controls
+        presenter.reload(wait_until="domcontentloaded")
+        presenter.wait_for_function("() => window.caseViewer && window.caseBoard && window.caseBoard.viewer",
+                                    timeout=60000)
+        assert presenter.is_visible("#board-ended") and presenter.inner_text("#board-status") == "Ended"
+        assert presenter.locator("#board-take, #board-handover, #board-end, #board-snapshot").count() == 0
+        _shot(presenter, "board-ended")
+
+        presenter.goto(f"{url}/boards/")
+        assert "E2E outline board" in presenter.inner_text("#board-past-sessions")
+        assert "E2E outline board" not in presenter.inner_text("#board-sessions")
+        _shot(presenter, "boards-list")
+    finally:
+        presenter_context.close()
+        follower_context.close()
+    assert presenter_errors == [] and follower_errors == [], (presenter_errors, follower_errors)
+
+
+def _shot(page, name: str) -> None:
+    page.screenshot(path=str(SHOTS / f"{name}-1280x800.png"))

@@ -237,6 +237,13 @@ class UserRefSerializer(serializers.Serializer):
     username = serializers.CharField()
 
 
+class BoardParticipantSerializer(UserRefSerializer):
+    """viewer.board.selectors.board_participants."""
+
+    connected = serializers.BooleanField(help_text="Has the session open now.")
+    can_present = serializers.BooleanField(help_text="Has a role that may drive the board (hand-over target).")
+
+
 class BoardCaseSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     case_id = serializers.CharField()
@@ -277,7 +284,7 @@ class BoardSerializer(BoardSummarySerializer):
 
     state = inline_serializer("BoardLatestState", {"state": _json("The driver's view."),
                                                    "seq": serializers.IntegerField()}, allow_null=True)
-    participants = UserRefSerializer(many=True)
+    participants = BoardParticipantSerializer(many=True)
     records = BoardRecordSerializer(many=True)
 
 

@@ -8,7 +8,8 @@ Server -> client:
     {"type": "hello", "you", "presenter", "driver", "driver_name", "participants", "latest"}   on connect
     {"type": "state", "state": {...}, "seq", "driver"}   live, and at once to a late joiner
     {"type": "handover", "driver", "driver_name", "by"}  to everyone
-    {"type": "participants", "participants": [...]}      someone joined
+    {"type": "participants", "participants": [...]}      someone joined or left: [{id, username,
+                                                         connected, can_present}]
     {"type": "error", "code", "error"}                   to the sender only
     {"type": "ended", "error"}                           the session ended; then close code 4409
 
@@ -32,8 +33,8 @@ from viewer.board.models import BoardSession
 from viewer.board.selectors import (board_channel_layer_alias, board_group_name, board_latest_state,
                                     board_participants)
 from viewer.board.services import (ENDED_MESSAGE, MAX_STATE_BYTES, BoardEndedError, BoardError,  # noqa: F401
-                                   BoardPermissionError, board_handover, board_join, board_state_encode,
-                                   board_state_store)
+                                   BoardPermissionError, board_handover, board_join, board_leave,
+                                   board_state_encode, board_state_store)
 from viewer.consumers import LoginRequiredConsumer
 
 logger = logging.getLogger(__name__)
@@ -94,6 +95,10 @@ class BoardConsumer(LoginRequiredConsumer):
             await self.channel_layer.group_discard(self.group, self.channel_name)
             if self._dirty is not None:
                 await self._store(self._dirty, self.seq, persist=True)
+            # the others' hand-over lists offer only who is still here
+            participants = await self._leave()
+            await self.channel_layer.group_send(self.group, {"type": "board.participants",
+                                                             "participants": participants})
 
     # ----- from the browser
 
@@ -217,6 +222,12 @@ class BoardConsumer(LoginRequiredConsumer):
                 "playlist": list(session.items.values_list("case_id", flat=True)),
                 "seq": (latest or {}).get("seq", session.state_seq), "latest": latest,
                 "participants": board_participants(session)}
+
+    @database_sync_to_async
+    def _leave(self) -> list[dict]:
+        board_leave(session_id=self.session_pk, user=self.user)
+        session = BoardSession.objects.filter(pk=self.session_pk).first()
+        return board_participants(session) if session else []
 
     @database_sync_to_async
     def _is_driver(self) -> bool:

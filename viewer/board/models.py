@@ -53,6 +53,9 @@ class BoardParticipant(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     joined_at = models.DateTimeField(auto_now_add=True)
     last_seen = models.DateTimeField(auto_now=True)
+    # Open websockets of this user on the session (several tabs count once each): who is here
+    # now, so that the driver hands over only to someone who is watching.
+    connections = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
         ordering = ["joined_at"]

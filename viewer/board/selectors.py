@@ -5,11 +5,11 @@ import json
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet
 from django.urls import reverse
 
 from viewer.board.models import BoardRecord, BoardSession
-from cases.models import Case
+from cases.models import Case, Role
 
 STATE_CACHE_TIMEOUT = 7 * 24 * 3600
 BOARD_CHANNEL_LAYER = "board"
@@ -44,6 +44,16 @@ def board_list(*, include_ended: bool = False) -> QuerySet[BoardSession]:
     if not include_ended:
         sessions = sessions.filter(ended_at__isnull=True)
     return sessions.order_by("-created_at")
+
+
+PAST_BOARDS_SHOWN = 50
+
+
+def board_past_list(*, limit: int = PAST_BOARDS_SHOWN) -> QuerySet[BoardSession]:
+    """Ended sessions, the latest first, with how many records each left (read-only now)."""
+    return (BoardSession.objects.filter(ended_at__isnull=False).select_related("presenter")
+            .prefetch_related("items__case").annotate(record_count=Count("records"))
+            .order_by("-ended_at")[:limit])
 
 
 def board_sessions_with_case(case: Case) -> QuerySet[BoardSession]:
@@ -87,15 +97,20 @@ def board_record_url(record: BoardRecord) -> str:
 
 
 def board_participants(session: BoardSession) -> list[dict]:
-    return [{"id": p.user_id, "username": p.user.get_username()}
-            for p in session.participants.select_related("user").order_by("joined_at")]
+    """Everyone who joined, with whether they are connected now and may present (any role: a
+    login without one may watch, never steer)."""
+    roles = set(Role.values)
+    participants = session.participants.select_related("user").prefetch_related("user__groups").order_by("joined_at")
+    return [{"id": p.user_id, "username": p.user.get_username(), "connected": p.connections > 0,
+             "can_present": p.user.is_superuser or any(g.name in roles for g in p.user.groups.all())}
+            for p in participants]
 
 
 def board_case_discussion(case) -> dict:
     """What the board discusses beside the score: the case's reviews and its open annotations
     (every annotation marks where a reviewer disagrees with the automated result: misclassified
     cells, missed tumour, HER2 grade wrong, artefact), each with the bounding box the presenter
-    jumps to (level-0 px of its slide)."""
+    jumps to and the geometry outlined there (level-0 px of its slide)."""
     from django.utils import timezone
 
     from viewer.review import selectors as review_selectors
@@ -126,6 +141,7 @@ def board_case_discussion(case) -> dict:
                 "label": a.label.name, "color": a.label.color, "shape": a.get_shape_display(),
                 "author": a.author.get_username() if a.author else "", "comment": a.comment,
                 "bbox": [min(xs), min(ys), max(xs), max(ys)],
+                "geometry": a.geometry,  # drawn on its slide when the board goes to it
             })
     return {"reviews": reviews, "annotations": annotations,
             "disagreements": sum(1 for r in reviews if r["disagreement"] and r["submitted"])}

@@ -10,6 +10,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from viewer.board.models import BoardItem, BoardParticipant, BoardRecord, BoardSession, RecordKind
@@ -99,10 +100,18 @@ def board_create(*, user, cases: list[Case], title: str = "") -> BoardSession:
 
 
 def board_join(*, session: BoardSession, user) -> BoardParticipant:
-    participant, created = BoardParticipant.objects.get_or_create(session=session, user=user)
-    if not created:
-        participant.save(update_fields=["last_seen"])
+    """A websocket of `user` opened on the session: a participant, connected now."""
+    participant, _ = BoardParticipant.objects.get_or_create(session=session, user=user)
+    BoardParticipant.objects.filter(pk=participant.pk).update(connections=F("connections") + 1,
+                                                              last_seen=timezone.now())
+    participant.refresh_from_db(fields=["connections", "last_seen"])
     return participant
+
+
+def board_leave(*, session_id: int, user) -> None:
+    """A websocket of `user` closed; the user stays a participant, connected while another is open."""
+    BoardParticipant.objects.filter(session_id=session_id, user=user, connections__gt=0).update(
+        connections=F("connections") - 1, last_seen=timezone.now())
 
 
 def board_state_store(*, session_id: int, session_key: str, state: dict, seq: int, persist: bool) -> None:
@@ -126,6 +135,8 @@ def board_handover(*, session: BoardSession, by, to_user_id) -> "settings.AUTH_U
         target = get_user_model().objects.get(pk=int(to_user_id), is_active=True)
     except (TypeError, ValueError, get_user_model().DoesNotExist):
         raise BoardError("No such user to hand over to.") from None
+    if not user_can_record(target):  # a login without a role may watch, never steer
+        raise BoardError(f"{target.get_username()} has no role that may present.")
     previous = session.driver_id
     session.driver = target
     session.save(update_fields=["driver"])
@@ -135,8 +146,13 @@ def board_handover(*, session: BoardSession, by, to_user_id) -> "settings.AUTH_U
     return target
 
 
+def user_can_end(*, session: BoardSession, user) -> bool:
+    """The presenter who made the session, or an admin."""
+    return user.pk == session.presenter_id or user_has_role(user, Role.ADMIN)
+
+
 def board_end(*, session: BoardSession, user) -> None:
-    if user.pk != session.presenter_id and not user_has_role(user, Role.ADMIN):
+    if not user_can_end(session=session, user=user):
         raise BoardPermissionError("Only the presenter or an admin can end the session.")
     if session.ended_at is not None:
         return

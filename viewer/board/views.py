@@ -32,6 +32,7 @@ def board_list(request):
         return redirect("board-detail", pk=session.pk)
     return render(request, "board/list.html", {
         "sessions": selectors.board_list(),
+        "past_sessions": selectors.board_past_list(),
         "can_present": services.user_can_present(request.user),
         "cases": Case.objects.order_by("case_id") if services.user_can_present(request.user) else [],
     })
@@ -44,6 +45,8 @@ def board_detail(request, pk: int):
     playlist = selectors.board_playlist(session)
     index = playlist.index(case) if case in playlist else -1
     csrf = get_token(request)
+    ended = session.ended_at is not None
+    can_end = not ended and services.user_can_end(session=session, user=request.user)
     viewer_config = (viewer_selectors.case_viewer_config(case=case, can_edit=False, csrf_token=csrf)
                      if case else {"slides": []})
     board_config = {
@@ -62,7 +65,10 @@ def board_detail(request, pk: int):
         "snapshotsUrl": reverse("api-board-snapshots", args=[session.pk]),
         "summariesUrl": reverse("api-board-summaries", args=[session.pk]),
         "csrfToken": csrf,
-        "canRecord": services.user_can_record(request.user),
+        "canRecord": services.user_can_record(request.user) and not ended,
+        "ended": ended,
+        "canEnd": can_end,
+        "endUrl": reverse("api-board-end", args=[session.pk]),
     }
     discussion = selectors.board_case_discussion(case) if case else None
     board_config["annotations"] = discussion["annotations"] if discussion else []
@@ -77,7 +83,9 @@ def board_detail(request, pk: int):
         "viewer_config": viewer_config,
         "board_config": board_config,
         "records": [(r, selectors.board_record_url(r)) for r in selectors.board_records(session)],
-        "is_driver": session.driver_id == request.user.pk,
+        "is_driver": session.driver_id == request.user.pk and not ended,
+        "ended": ended,
+        "can_end": can_end,
         "discussion": discussion,
     })
 

@@ -157,6 +157,14 @@ class Review(models.Model):
         return f"review of {self.case} by {self.reviewer}"
 
     @property
+    def reviewer_risk_group(self) -> str:
+        """The risk group the reviewer holds: the one chosen, else the model's when agreeing with it,
+        else "" (disagrees without naming a group, or no call)."""
+        if self.risk_group:
+            return self.risk_group
+        return self.model_risk_group if self.agrees else ""
+
+    @property
     def text(self) -> str:
         """One line for summaries (the tumour-board record reads it)."""
         call = "no call" if self.agrees is None else ("agrees" if self.agrees else "disagrees")

@@ -141,8 +141,9 @@ def disagreement_reviews(*, query: str = "") -> QuerySet[Review]:
 
 
 CSV_COLUMNS = ["case_id", "case_status", "reviewer", "submitted", "agrees_with_risk_group", "model_risk_group",
-               "expected_response", "reviewer_her2", "automated_her2", "automated_her2_source", "confidence",
-               "comment", "updated_at", "he_slide_id", "ihc_slide_id", "he_annotations", "ihc_annotations"]
+               "reviewer_risk_group", "expected_response", "reviewer_her2", "automated_her2", "automated_her2_source",
+               "ish_result", "confidence", "comment", "updated_at", "he_slide_id", "ihc_slide_id", "he_annotations",
+               "ihc_annotations"]
 
 
 def disagreements_csv(reviews) -> str:
@@ -155,9 +156,9 @@ def disagreements_csv(reviews) -> str:
         writer.writerow([
             case.case_id, case.status, review.reviewer.get_username(), review.submitted,
             "" if review.agrees is None else ("yes" if review.agrees else "no"), review.model_risk_group,
-            review.expected_response, review.her2_score, review.automated_her2, review.automated_her2_source,
-            "" if review.confidence is None else review.confidence, _csv_safe(review.comment),
-            review.updated_at.isoformat(), he.pk if he else "", ihc.pk if ihc else "",
+            review.reviewer_risk_group, review.expected_response, review.her2_score, review.automated_her2,
+            review.automated_her2_source, review.ish_result, "" if review.confidence is None else review.confidence,
+            _csv_safe(review.comment), review.updated_at.isoformat(), he.pk if he else "", ihc.pk if ihc else "",
             slide_annotations(he).count() if he else 0, slide_annotations(ihc).count() if ihc else 0,
         ])
     return out.getvalue()

@@ -30,6 +30,7 @@ __all__ = ["ConflictError", "annotation_create", "annotation_delete", "annotatio
            "annotations_import", "case_mark_discussed", "review_save"]
 from cases.audit import audit_record
 from cases.roles import user_can_edit_cases, user_has_role, user_is_admin
+from cases.status import case_status_change
 
 MAX_VERTICES = 20000
 MAX_COMMENT = 5000
@@ -208,19 +209,15 @@ def _case_status_after_review(*, case: Case, submitted: bool) -> None:
         target, allowed_from = CaseStatus.REVIEWED, [s for s in CaseStatus.values if s != CaseStatus.DISCUSSED]
     else:
         target, allowed_from = CaseStatus.IN_REVIEW, [CaseStatus.NEW, CaseStatus.ANALYSING, CaseStatus.READY]
-    if Case.objects.filter(pk=case.pk, status__in=allowed_from).exclude(status=target).update(status=target):
-        audit_record(user=None, action="case.status", case=case, detail={"from": case.status, "to": target})
-        case.status = target
+    case_status_change(case=case, to=target, allowed_from=allowed_from)
 
 
 def case_mark_discussed(*, case: Case, user) -> Case:
     """The case was discussed at tumour board (called by the tumour-board work)."""
     if not user_has_role(user, Role.PATHOLOGIST, Role.PRESENTER, Role.ADMIN):
         raise PermissionDenied("Only pathologists, presenters and admins can mark a case discussed.")
-    previous = Case.objects.filter(pk=case.pk).values_list("status", flat=True).first()
-    Case.objects.filter(pk=case.pk).update(status=CaseStatus.DISCUSSED)
-    case.status = CaseStatus.DISCUSSED
-    audit_record(user=user, action="case.discussed", case=case, detail={"from": previous, "to": CaseStatus.DISCUSSED})
+    # audited once, when it becomes discussed: another PDF summary of the case changes nothing
+    case_status_change(case=case, to=CaseStatus.DISCUSSED, user=user, action="case.discussed")
     return case
 
 

@@ -1,5 +1,5 @@
 """The board shows a case's reviews and open annotations behind a toggle, each annotation with
-the box the presenter jumps to."""
+the box the presenter jumps to and the geometry outlined there."""
 from __future__ import annotations
 
 import json
@@ -32,4 +32,7 @@ def test_board_page_lists_reviews_and_annotations(client_for, presenter, patholo
     assert config["annotations"] == [{
         "id": kept.pk, "slide": he_slide.pk, "stain": "he", "stain_label": "H&E", "label": "missed tumour region",
         "color": label.color, "shape": "Polygon", "author": pathologist.username, "comment": "look here",
-        "bbox": [100.0, 200.0, 500.0, 900.0]}]
+        "bbox": [100.0, 200.0, 500.0, 900.0], "geometry": kept.geometry}]  # the geometry: outlined on its slide
+    # the comment is part of the annotation's card, not a line after it
+    card = re.search(rf'<li class="board-annotation-card" data-annotation="{kept.pk}".*?</li>', html, re.S).group(0)
+    assert "look here" in card

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 
 import pytest
 
@@ -78,3 +79,37 @@ def test_labels_are_editable_in_the_admin(client, django_user_model):
     assert client.get("/admin/review/annotationlabel/").status_code == 200
     response = client.get("/admin/review/annotation/")
     assert response.status_code == 200
+
+
+def _cells(row_html: str) -> list[str]:
+    """A table row's cells as text: tags out, white space collapsed."""
+    return [re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", cell)).strip()
+            for cell in re.findall(r"<td[^>]*>(.*?)</td>", row_html, re.S)]
+
+
+def test_disagreement_queue_names_both_risk_groups_and_the_ish_result(case, slides, scored, pathologist, make_user,
+                                                                      client):
+    from analysis.models import CaseScore
+    from cases.models import Case
+
+    other = Case.objects.create(case_id="CASE-3", her2_ihc="3+")
+    CaseScore.objects.create(case=other, model=scored.model, schema_version="1", probability_pcr=0.5, score=50.0,
+                             base_value=0.5, risk_group="Medium")
+    review_save(case=case, user=pathologist, version=0, data={
+        **FULL, "risk_group": "High", "ish_result": "amplified"})
+    review_save(case=other, user=pathologist, version=0, data={"agrees": False, "her2_score": "3+"})
+    client.force_login(make_user("someone"))
+    html = client.get("/review/disagreements/").content.decode()
+    assert "<th>ISH</th>" in html
+    row = re.search(r'<tr data-case="CASE-1">(.*?)</tr>', html, re.S).group(1)
+    cells = _cells(row)
+    assert "model: Low · reviewer: High" in cells and "Amplified" in cells
+    assert "disagrees" not in " ".join(cells)  # the reviewer's group, not just "Low → disagrees"
+    # disagreeing without naming a group, and no ISH done
+    row = re.search(r'<tr data-case="CASE-3">(.*?)</tr>', html, re.S).group(1)
+    cells = _cells(row)
+    assert "model: Medium · reviewer: disagrees (no group given)" in cells and cells[7] == "–"  # the ISH column
+    exported = client.get("/review/disagreements.csv").content.decode()
+    rows = {r["case_id"]: r for r in csv.DictReader(io.StringIO(exported))}
+    assert (rows["CASE-1"]["reviewer_risk_group"], rows["CASE-1"]["ish_result"]) == ("High", "amplified")
+    assert (rows["CASE-3"]["reviewer_risk_group"], rows["CASE-3"]["ish_result"]) == ("", "")
