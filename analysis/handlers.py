@@ -35,9 +35,9 @@ def convert_slide(job, context) -> dict:
     slide = slide_convert(slide=slide, log=context.log,
                           waiting=lambda: context.progress(0.0, 1, "waiting for a free conversion slot"))
     # lazy: the web app's service imports this module's neighbours
-    from viewer.cases.services.slides import slide_pair_check
+    from viewer.cases.services.slides import slide_ready
 
-    slide_pair_check(case=slide.case, user=job.created_by)
+    slide_ready(slide=slide, user=job.created_by)
     return {"slide": slide.pk, "width": slide.width, "height": slide.height}
 
 

@@ -71,6 +71,8 @@ LADDER_OVERLAY_MAX_CONTOURS = int(os.environ.get("LADDER_OVERLAY_MAX_CONTOURS", 
 LADDER_JOB_HEARTBEAT_TIMEOUT = int(os.environ.get("LADDER_JOB_HEARTBEAT_TIMEOUT", "120"))
 # Register a case's IHC onto its H&E automatically when the pair becomes complete (issue 17).
 LADDER_AUTO_REGISTER = env_bool("LADDER_AUTO_REGISTER", True)
+# A slide that becomes ready (with a known resolution) is analysed, and its case scored, unasked.
+LADDER_AUTO_ANALYSE = env_bool("LADDER_AUTO_ANALYSE", True)
 
 # --- Core Django ------------------------------------------------------------------------
 DEBUG = env_bool("LADDER_DEBUG", False)

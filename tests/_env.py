@@ -25,4 +25,6 @@ os.environ.setdefault("LADDER_SEGMENTER", "classical")
 # Suites that import a slide pair count and run their own jobs; the registration tests turn the
 # automatic registration on (tests/analysis/test_registration_job.py).
 os.environ.setdefault("LADDER_AUTO_REGISTER", "0")
+# Likewise the automatic analysis of new slides (tests/viewer/cases/test_auto_analysis.py turns it on).
+os.environ.setdefault("LADDER_AUTO_ANALYSE", "0")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")

@@ -9,7 +9,7 @@ from django.middleware.csrf import get_token
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 
-from analysis.models import JobStatus
+from analysis.models import ACTIVE_STATUSES, JobKind, JobStatus
 from viewer.cases import selectors
 from cases.models import Case, CaseStatus, Her2Score, Slide, SlideStatus, Stain
 from cases.roles import user_can_edit_cases
@@ -62,6 +62,16 @@ def case_detail(request, case_id: str):
     })
 
 
+def _analysis_next_step(slide: Slide) -> str:
+    """What happens next to a ready slide's analysis, for the flash message (starts with a space)."""
+    job = slide.jobs.filter(kind=JobKind.ANALYZE_SLIDE, status__in=ACTIVE_STATUSES).first()
+    if job is not None:
+        return f" Its analysis has started (job #{job.pk}); the score follows."
+    if not slide.mpp_x:
+        return " Its resolution is unknown: set its µm/px below to analyse it."
+    return ""
+
+
 @require_POST
 def slide_upload_view(request, case_id: str):
     case = get_object_or_404(Case, case_id=case_id)
@@ -78,7 +88,8 @@ def slide_upload_view(request, case_id: str):
                 messages.success(request, f"Uploaded {slide.name}; it is being converted to a tiled pyramid "
                                           "(see its job below).")
             else:
-                messages.success(request, f"Imported {slide.name} ({slide.width:,} × {slide.height:,} px).")
+                messages.success(request, f"Imported {slide.name} ({slide.width:,} × {slide.height:,} px)."
+                                          f"{_analysis_next_step(slide)}")
         except SlideAlreadyThere as exc:  # not a failure: the slide is there, say where
             messages.info(request, str(exc))
         except SlideImportError as exc:
@@ -93,7 +104,7 @@ def slide_mpp_view(request, slide_id: int):
         raise PermissionDenied("Only pathologists and admins can set a slide's resolution.")
     try:
         slide_set_mpp(slide=slide, mpp=float(request.POST.get("mpp", "")), user=request.user)
-        messages.success(request, f"Resolution of {slide.name} set to {slide.mpp_x:g} µm/px.")
+        messages.success(request, f"Resolution of {slide.name} set to {slide.mpp_x:g} µm/px.{_analysis_next_step(slide)}")
     except (ValueError, SlideImportError) as exc:
         messages.error(request, f"Could not set the resolution: {exc}")
     return redirect("case-detail", case_id=slide.case.case_id)

@@ -101,13 +101,14 @@ def _slide_queue_conversion(*, case, stain, source: Path, checksum: str, user, n
 
 
 def slide_import(*, case: Case, stain: str, path: str | os.PathLike, user=None, name: str | None = None,
-                 defer_conversion: bool = False) -> Slide:
+                 defer_conversion: bool = False, analyse: bool = True) -> Slide:
     """Import one slide file into a case: checks, metadata, conversion of plain images.
 
     Either the slide is created ready to view, or SlideImportError is raised and nothing
     is left behind (no row, no converted file). With `defer_conversion` (web requests), a plain
     image not converted before is created with status "converting" and a conversion job
-    (analysis.conversion): the request never decodes the image.
+    (analysis.conversion): the request never decodes the image. `analyse=False` keeps the slide
+    out of the automatic analysis (the demo queues its own, with the phantom's segmenter).
     """
     if stain not in Stain.values:
         raise SlideImportError(f"unknown stain '{stain}': use one of {', '.join(Stain.values)}")
@@ -146,10 +147,10 @@ def slide_import(*, case: Case, stain: str, path: str | os.PathLike, user=None, 
     # Slow work (checksum, conversion) is done; the database writes are short and all-or-nothing.
     with transaction.atomic():
         return _slide_create(case=case, stain=stain, source=source, served=served, checksum=checksum,
-                             metadata=metadata, converted=converted, user=user, name=name)
+                             metadata=metadata, converted=converted, user=user, name=name, analyse=analyse)
 
 
-def _slide_create(*, case, stain, source, served, checksum, metadata, converted, user, name) -> Slide:
+def _slide_create(*, case, stain, source, served, checksum, metadata, converted, user, name, analyse) -> Slide:
     slide = Slide.objects.create(
         case=case,
         stain=stain,
@@ -174,8 +175,29 @@ def _slide_create(*, case, stain, source, served, checksum, metadata, converted,
     )
     audit_record(user=user, action="slide.import", case=case, slide=slide,
                  detail={"source": str(source), "checksum": checksum, "converted": converted})
-    slide_pair_check(case=case, user=user)
+    slide_ready(slide=slide, user=user, analyse=analyse)
     return slide
+
+
+def slide_ready(*, slide: Slide, user=None, analyse: bool = True) -> None:
+    """A slide became ready to view (imported, or its conversion job finished): its analysis starts
+    (LADDER_AUTO_ANALYSE; the score follows the analyses) and a completed H&E/IHC pair is paired."""
+    if analyse:
+        slide_auto_analyse(slide=slide, user=user)
+    slide_pair_check(case=slide.case, user=user)
+
+
+def slide_auto_analyse(*, slide: Slide, user=None):
+    """Queue the analysis of a ready slide never analysed before, with LADDER_AUTO_ANALYSE; a slide
+    whose resolution is unknown waits until a user sets it (slide_set_mpp calls this again)."""
+    from analysis.models import Job, JobKind
+    from analysis.services import analysis_enqueue
+
+    if not settings.LADDER_AUTO_ANALYSE or slide.status != SlideStatus.READY or not slide.mpp_x:
+        return None
+    if slide.runs.exists() or Job.objects.filter(slide=slide, kind=JobKind.ANALYZE_SLIDE).exists():
+        return None  # analysed, or being analysed, or a user's analysis failed: theirs to restart
+    return analysis_enqueue(slide=slide, user=user)
 
 
 def slide_pair_check(*, case: Case, user=None) -> SlideAlignment | None:
@@ -243,6 +265,7 @@ def slide_set_mpp(*, slide: Slide, mpp: float, user=None) -> Slide:
     slide.save(update_fields=["mpp_x", "mpp_y", "mpp_source", "updated_at"])
     audit_record(user=user, action="slide.set_mpp", case=slide.case, slide=slide,
                  detail={"before": before, "after": slide.mpp_x})
+    slide_auto_analyse(slide=slide, user=user)  # its resolution was what it waited for
     return slide
 
 

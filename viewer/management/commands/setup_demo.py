@@ -84,7 +84,8 @@ class Command(BaseCommand):
         for stain, path in ((Stain.HE, pair.he_path), (Stain.IHC, pair.ihc_path)):
             if not case.slides.filter(stain=stain, source_path=str(path.resolve())).exists():
                 case.slides.filter(stain=stain).delete()  # an older phantom: replace it
-                slide_import(case=case, stain=stain, path=path, name=f"phantom-{stain}.tif")
+                slide_import(case=case, stain=stain, path=path, name=f"phantom-{stain}.tif",
+                             analyse=False)  # queued below, with the phantom's segmenter
         self._align_to_truth(case, pair.ihc_transform)
         return case
 
