@@ -176,6 +176,16 @@ def feature_rows(features) -> list[dict]:
     ]
 
 
+def run_cell_counts(run, *, stain: str) -> list[tuple[str, int]]:
+    """A run's cells per class for the slide panel, classes with no cell left out. An IHC run whose
+    segmenter calls only tumour vs the rest (the classical IHC rules) says "non-tumour", not
+    "other": sc-MTOP's IHC graph pairs HER2-graded tumour cells with non-tumour cells."""
+    counts = [(name, int(n)) for name, n in (run.class_counts or {}).items() if n]
+    if stain == Stain.IHC and {name for name, _ in counts} <= {"tumour", "other"}:
+        counts = [("non-tumour" if name == "other" else name, n) for name, n in counts]
+    return counts
+
+
 def case_slide_panels(case: Case) -> list[dict]:
     """Each slide with its latest analysis run, features and failed-analysis message."""
     panels = []
@@ -186,6 +196,7 @@ def case_slide_panels(case: Case) -> list[dict]:
         panels.append({
             "slide": slide,
             "run": run,
+            "cell_counts": run_cell_counts(run, stain=slide.stain) if run else [],
             "features": features,
             "feature_rows": feature_rows(features),
             "last_job": last_job,

@@ -105,3 +105,17 @@ def test_feature_names_reach_the_scripts(client_for, pathologist, case):
                                   html, re.S).group(1))
     assert config["featureLabels"]["features"]["ihc_prop_strong_complete"]["unit"] == "fraction"
     assert config["featureLabels"]["metrics"]["Degrees"] == "mean degree (edges)"
+
+
+def test_slide_panel_counts_name_what_the_segmenter_called():
+    """Classes with no cell are left out; an IHC run of tumour-vs-rest says non-tumour, not other."""
+    from types import SimpleNamespace
+
+    from viewer.cases.selectors import run_cell_counts
+
+    ihc = SimpleNamespace(class_counts={"tumour": 900, "stroma": 0, "lymphocyte": 0, "other": 18993})
+    assert run_cell_counts(ihc, stain="ihc") == [("tumour", 900), ("non-tumour", 18993)]
+    he = SimpleNamespace(class_counts={"tumour": 900, "stroma": 40, "lymphocyte": 0, "other": 7})
+    assert run_cell_counts(he, stain="he") == [("tumour", 900), ("stroma", 40), ("other", 7)]
+    model_ihc = SimpleNamespace(class_counts={"tumour": 5, "stroma": 3, "other": 2})
+    assert run_cell_counts(model_ihc, stain="ihc") == [("tumour", 5), ("stroma", 3), ("other", 2)]
