@@ -34,8 +34,7 @@ def convert_slide(job, context) -> dict:
     context.progress(0.0, 1, "waiting for a free conversion slot")
     slide = slide_convert(slide=slide, log=context.log,
                           waiting=lambda: context.progress(0.0, 1, "waiting for a free conversion slot"))
-    # lazy: the web app's service imports this module's neighbours
-    from viewer.cases.services.slides import slide_ready
+    from analysis.slide_ready import slide_ready
 
     slide_ready(slide=slide, user=job.created_by)
     return {"slide": slide.pk, "width": slide.width, "height": slide.height}

@@ -20,6 +20,7 @@ from analysis.registration import (
     registration_enqueue,
 )
 from analysis.services import JobStateError, analysis_enqueue
+from analysis.slide_ready import alignment_ensure_default
 from cases.models import Case, Slide, SlideStatus
 from viewer.cases import selectors
 from viewer.api import schema as docs
@@ -36,7 +37,6 @@ from viewer.cases.serializers import (
 from viewer.cases.services import cases as case_services
 from viewer.cases.services.slides import (
     SlideImportError,
-    alignment_ensure_default,
     alignment_reset,
     alignment_update,
     slide_import,
@@ -150,7 +150,7 @@ def case_alignment(request, pk: int):
     case = get_object_or_404(Case, pk=pk)
     alignment = alignment_ensure_default(case=case)
     if alignment is None:
-        return Response({"detail": "the case needs one H&E and one IHC slide to be aligned"}, status=404)
+        return Response({"detail": "the case needs one H&E and one IHC slide, both ready, to be aligned"}, status=404)
     if request.method == "PUT":
         form = AlignmentSerializer(alignment, data=request.data)
         form.is_valid(raise_exception=True)
@@ -187,7 +187,7 @@ def case_alignment_auto_reset(request, pk: int):
     """'Reset to automatic': the last automatic registration (similarity and field) becomes the alignment."""
     _, alignment = _case_pair_alignment(pk)
     if alignment is None:
-        return Response({"detail": "the case needs one H&E and one IHC slide to be aligned"}, status=404)
+        return Response({"detail": "the case needs one H&E and one IHC slide, both ready, to be aligned"}, status=404)
     try:
         alignment = alignment_restore_automatic(alignment=alignment, user=request.user)
     except ValueError as exc:

@@ -12,6 +12,7 @@ from django.utils import timezone
 from django.db import transaction
 
 from analysis.conversion import convert_plain_image, converted_path
+from analysis.slide_ready import alignment_default_scale, slide_auto_analyse, slide_ready
 from analysis.core.slides.reader import SlideError, UnsupportedSlideError, file_checksum, read_slide_metadata
 from analysis.models import JobKind
 from analysis.services import job_enqueue
@@ -179,41 +180,6 @@ def _slide_create(*, case, stain, source, served, checksum, metadata, converted,
     return slide
 
 
-def slide_ready(*, slide: Slide, user=None, analyse: bool = True) -> None:
-    """A slide became ready to view (imported, or its conversion job finished): its analysis starts
-    (LADDER_AUTO_ANALYSE; the score follows the analyses) and a completed H&E/IHC pair is paired."""
-    if analyse:
-        slide_auto_analyse(slide=slide, user=user)
-    slide_pair_check(case=slide.case, user=user)
-
-
-def slide_auto_analyse(*, slide: Slide, user=None):
-    """Queue the analysis of a ready slide never analysed before, with LADDER_AUTO_ANALYSE; a slide
-    whose resolution is unknown waits until a user sets it (slide_set_mpp calls this again)."""
-    from analysis.models import Job, JobKind
-    from analysis.services import analysis_enqueue
-
-    if not settings.LADDER_AUTO_ANALYSE or slide.status != SlideStatus.READY or not slide.mpp_x:
-        return None
-    if slide.runs.exists() or Job.objects.filter(slide=slide, kind=JobKind.ANALYZE_SLIDE).exists():
-        return None  # analysed, or being analysed, or a user's analysis failed: theirs to restart
-    return analysis_enqueue(slide=slide, user=user)
-
-
-def slide_pair_check(*, case: Case, user=None) -> SlideAlignment | None:
-    """A slide of the case became ready (imported, or its conversion job finished): once both the
-    H&E and the IHC are ready the pair gets its alignment row (the viewer's Align mode needs it),
-    and a pair complete for the first time is registered in the background."""
-    had_pair = SlideAlignment.objects.filter(case=case).exists()
-    alignment = alignment_ensure_default(case=case)
-    if alignment is not None and not had_pair and settings.LADDER_AUTO_REGISTER:
-        from analysis.registration import registration_enqueue
-
-        # the job runs after this commits
-        registration_enqueue(case=case, user=user, reason="the case got its second slide")
-    return alignment
-
-
 def _upload_names(original: str) -> tuple[str, str]:
     """(name kept as data, short safe file name). The file on disk is `slide<suffix>`: a client's
     name (200 multi-byte characters gave ENAMETOOLONG, a 500) never becomes a path; the suffix
@@ -269,24 +235,6 @@ def slide_set_mpp(*, slide: Slide, mpp: float, user=None) -> Slide:
     return slide
 
 
-def _default_scale(fixed: Slide, moving: Slide) -> float:
-    if fixed.mpp_x and moving.mpp_x:
-        return fixed.mpp_x / moving.mpp_x
-    return 1.0
-
-
-def alignment_ensure_default(*, case: Case) -> SlideAlignment | None:
-    """Make sure the case's H&E/IHC pair has an alignment row (identity at physical scale) once
-    both slides are ready (a slide still converting has no size or resolution yet)."""
-    fixed, moving = case.slide_for(Stain.HE), case.slide_for(Stain.IHC)
-    if fixed is None or moving is None or fixed.status != SlideStatus.READY or moving.status != SlideStatus.READY:
-        return None
-    alignment, _ = SlideAlignment.objects.get_or_create(
-        case=case, fixed=fixed, moving=moving, defaults={"scale": _default_scale(fixed, moving)}
-    )
-    return alignment
-
-
 def alignment_update(*, alignment: SlideAlignment, offset_x: float, offset_y: float, rotation: float,
                      scale: float, user=None, source: str = AlignmentSource.MANUAL) -> SlideAlignment:
     """Set the similarity by hand (Align mode). The automatic non-rigid field no longer applies to it
@@ -308,5 +256,5 @@ def alignment_update(*, alignment: SlideAlignment, offset_x: float, offset_y: fl
 
 def alignment_reset(*, alignment: SlideAlignment, user=None) -> SlideAlignment:
     return alignment_update(alignment=alignment, offset_x=0, offset_y=0, rotation=0,
-                            scale=_default_scale(alignment.fixed, alignment.moving), user=user,
+                            scale=alignment_default_scale(alignment.fixed, alignment.moving), user=user,
                             source=AlignmentSource.DEFAULT)

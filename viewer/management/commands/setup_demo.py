@@ -12,7 +12,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from cases.models import Case, Role, SlideAlignment, Stain
 from cases.roles import roles_ensure_groups
-from viewer.cases.services.slides import alignment_ensure_default, slide_import
+from analysis.slide_ready import alignment_ensure_default
+from viewer.cases.services.slides import slide_import
 
 DEMO_CASE_ID = "DEMO-001"
 DEMO_USERS = {  # user name -> roles

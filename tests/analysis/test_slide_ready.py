@@ -1,6 +1,6 @@
-"""A slide that becomes ready is analysed unasked (LADDER_AUTO_ANALYSE), and its case scored after:
-imported with a resolution, converted from an upload, or once a user sets an unknown resolution.
-The real embedded worker runs the jobs."""
+"""analysis.slide_ready: a slide that becomes ready is analysed unasked (LADDER_AUTO_ANALYSE), and its case
+scored after: imported with a resolution, converted from an upload, or once a user sets an unknown
+resolution. The real embedded worker runs the jobs. (Pairing: tests/viewer/cases/test_conversion_job.py.)"""
 from __future__ import annotations
 
 import io
@@ -33,7 +33,7 @@ def test_an_imported_slide_with_a_resolution_is_analysed(auto_analyse, case, sha
     (job,) = _analyses(slide)
     assert job.status == JobStatus.QUEUED
     # importing it again (a duplicate) or asking again queues nothing more
-    from viewer.cases.services.slides import slide_auto_analyse
+    from analysis.slide_ready import slide_auto_analyse
 
     assert slide_auto_analyse(slide=slide) is None and len(_analyses(slide)) == 1
 

@@ -1,0 +1,60 @@
+"""What follows when a slide becomes ready to view (imported ready, or converted by its job):
+its analysis starts (LADDER_AUTO_ANALYSE) and a completed H&E / IHC pair gets its alignment row
+and its automatic registration (LADDER_AUTO_REGISTER). Called by the import service
+(viewer.cases.services.slides) and by the conversion job (analysis.handlers)."""
+from __future__ import annotations
+
+from django.conf import settings
+
+from analysis.models import Job, JobKind
+from analysis.registration import registration_enqueue
+from analysis.services import analysis_enqueue
+from cases.models import Case, Slide, SlideAlignment, SlideStatus, Stain
+
+
+def slide_ready(*, slide: Slide, user=None, analyse: bool = True) -> None:
+    """A slide became ready to view (imported, or its conversion job finished): its analysis starts
+    (LADDER_AUTO_ANALYSE; the score follows the analyses) and a completed H&E/IHC pair is paired."""
+    if analyse:
+        slide_auto_analyse(slide=slide, user=user)
+    slide_pair_check(case=slide.case, user=user)
+
+
+def slide_auto_analyse(*, slide: Slide, user=None):
+    """Queue the analysis of a ready slide never analysed before, with LADDER_AUTO_ANALYSE; a slide
+    whose resolution is unknown waits until a user sets it (slide_set_mpp calls this again)."""
+    if not settings.LADDER_AUTO_ANALYSE or slide.status != SlideStatus.READY or not slide.mpp_x:
+        return None
+    if slide.runs.exists() or Job.objects.filter(slide=slide, kind=JobKind.ANALYZE_SLIDE).exists():
+        return None  # analysed, or being analysed, or a user's analysis failed: theirs to restart
+    return analysis_enqueue(slide=slide, user=user)
+
+
+def slide_pair_check(*, case: Case, user=None) -> SlideAlignment | None:
+    """A slide of the case became ready (imported, or its conversion job finished): once both the
+    H&E and the IHC are ready the pair gets its alignment row (the viewer's Align mode needs it),
+    and a pair complete for the first time is registered in the background."""
+    had_pair = SlideAlignment.objects.filter(case=case).exists()
+    alignment = alignment_ensure_default(case=case)
+    if alignment is not None and not had_pair and settings.LADDER_AUTO_REGISTER:
+        # the job runs after this commits
+        registration_enqueue(case=case, user=user, reason="the case got its second slide")
+    return alignment
+
+
+def alignment_default_scale(fixed: Slide, moving: Slide) -> float:
+    if fixed.mpp_x and moving.mpp_x:
+        return fixed.mpp_x / moving.mpp_x
+    return 1.0
+
+
+def alignment_ensure_default(*, case: Case) -> SlideAlignment | None:
+    """Make sure the case's H&E/IHC pair has an alignment row (identity at physical scale) once
+    both slides are ready (a slide still converting has no size or resolution yet)."""
+    fixed, moving = case.slide_for(Stain.HE), case.slide_for(Stain.IHC)
+    if fixed is None or moving is None or fixed.status != SlideStatus.READY or moving.status != SlideStatus.READY:
+        return None
+    alignment, _ = SlideAlignment.objects.get_or_create(
+        case=case, fixed=fixed, moving=moving, defaults={"scale": alignment_default_scale(fixed, moving)}
+    )
+    return alignment
