@@ -193,11 +193,42 @@ def case_slide_panels(case: Case) -> list[dict]:
     return panels
 
 
-RISK_IMPLICATIONS = {  # what the study attached to each group; shown as research use, not advice
-    "Low": "De-escalation candidate (likely pCR)",
+# What the study attached to each group; shown as research use, not advice. No "likely pCR":
+# a group is a band of scores between the model's cut-offs (tertiles of its training scores),
+# and a Low-group case may well have P(pCR) below 0.5 (risk_group_basis says the band).
+RISK_IMPLICATIONS = {
+    "Low": "De-escalation candidate",
     "Medium": "Standard dual HER2 blockade",
-    "High": "Escalation candidate, e.g. next-generation ADC (likely residual disease)",
+    "High": "Escalation candidate, e.g. next-generation ADC",
 }
+
+
+def risk_group_basis(score) -> str:
+    """The case's risk group as the model's cut-offs define it, in score and P(pCR) (score =
+    100 x (1 - P(pCR))), with the group's observed pCR rate in the model's cross-validation,
+    e.g. "Low risk group: score below 56.9 (P(pCR) above 0.43); 59% of this group's training
+    cases reached pCR (cross-validated)."."""
+    cutoffs = (score.detail or {}).get("cutoffs") or (score.model.card or {}).get("cutoffs") or []
+    if len(cutoffs) != 2:
+        return ""
+    low, high = cutoffs
+
+    def p(cut: float) -> str:  # P(pCR) at a score cut-off
+        return f"{1 - cut / 100:.2f}"
+
+    bands = {
+        "Low": f"score below {low:.1f} (P(pCR) above {p(low)})",
+        "Medium": f"score {low:.1f} to below {high:.1f} (P(pCR) {p(high)} to {p(low)})",
+        "High": f"score {high:.1f} or above (P(pCR) {p(high)} or below)",
+    }
+    if score.risk_group not in bands:
+        return ""
+    text = f"{score.risk_group} risk group: {bands[score.risk_group]}"
+    observed = (((score.model.card or {}).get("metrics") or {}).get("risk_groups") or {}).get(score.risk_group) or {}
+    if observed.get("pcr_rate") is not None and observed.get("n"):
+        text += (f"; {observed['pcr_rate']:.0%} of this group's {observed['n']} training cases reached pCR "
+                 "(cross-validated)")
+    return text + "."
 
 
 ATTRIBUTIONS_SHOWN = 12  # the waterfall's bars and the table's rows: the same inputs
@@ -260,7 +291,8 @@ def case_score_panel(case: Case) -> dict | None:
     score = case_latest_score(case)
     if score is None:
         return None
-    panel = {"score": score, "model": score.model, "implication": RISK_IMPLICATIONS.get(score.risk_group, "")}
+    panel = {"score": score, "model": score.model, "implication": RISK_IMPLICATIONS.get(score.risk_group, ""),
+             "group_basis": risk_group_basis(score) if score.status == "scored" else ""}
     if score.status == "scored":
         panel["attributions"] = [attribution_row(row) for row in score.attributions[:ATTRIBUTIONS_SHOWN]]
         panel["waterfall"] = attribution_waterfall(score=score)
