@@ -13,7 +13,8 @@ from analysis.models import JobStatus
 from viewer.cases import selectors
 from cases.models import Case, CaseStatus, Her2Score, Slide, SlideStatus, Stain
 from cases.roles import user_can_edit_cases
-from viewer.cases.forms import CLINICAL_FORM_FIELDS, CaseForm
+from viewer.cases.clinical import derivation_rules
+from viewer.cases.forms import CLINICAL_FORM_FIELDS, CaseForm, clinical_provenance
 from viewer.cases.services.cases import case_create, case_update_clinical
 from viewer.cases.services.slides import SlideAlreadyThere, SlideImportError, slide_set_mpp, slide_upload
 from analysis.scoring import case_score_blockers, join_and
@@ -57,6 +58,7 @@ def case_detail(request, case_id: str):
         "case": case,
         "slide_panels": selectors.case_slide_panels(case),
         "score_panel": score_panel,
+        "clinical_shown": clinical_provenance(case),
         # what the score needs now (a stored "not scored" message may predate new slides)
         "score_missing": join_and(case_score_blockers(case))
         if not score_panel or score_panel["score"].status != "scored" else "",
@@ -129,7 +131,7 @@ def case_create_view(request):
         case = case_create(case_id=form.cleaned_data["case_id"], user=request.user, **values)
         messages.success(request, f"Case {case.case_id} created. Add its H&E and HER2 IHC slides below.")
         return redirect("case-detail", case_id=case.case_id)
-    return render(request, "viewer/case_form.html", {"form": form, "case": None},
+    return render(request, "viewer/case_form.html", {"form": form, "case": None, "derivations": derivation_rules()},
                   status=400 if request.method == "POST" else 200)
 
 
@@ -159,5 +161,5 @@ def case_edit_view(request, case_id: str):
         else:
             messages.info(request, "Nothing changed.")
         return redirect("case-detail", case_id=case.case_id)
-    return render(request, "viewer/case_form.html", {"form": form, "case": case},
+    return render(request, "viewer/case_form.html", {"form": form, "case": case, "derivations": derivation_rules()},
                   status=400 if request.method == "POST" else 200)
