@@ -149,3 +149,149 @@ def test_magnification_keys_menu_escape_and_tooltip(analysed_case, logged_in_pag
     page.wait_for_timeout(200)
     assert tooltip.is_hidden()
     page.evaluate("() => window.caseOverlays.setVisible(0, 'cells', false)")
+
+
+def _login(browser, live_site, size=(1280, 800)):
+    context = browser.new_context(viewport={"width": size[0], "height": size[1]})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(f"{live_site['url']}/accounts/login/")
+    page.fill("#id_username", "pathologist")
+    page.fill("#id_password", live_site["logins"]["pathologist"])
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{live_site['url']}/")
+    return context, page, errors
+
+
+def _shots(page, name: str) -> None:
+    for width, height in SIZES:
+        page.set_viewport_size({"width": width, "height": height})
+        page.wait_for_timeout(400)
+        page.screenshot(path=str(SHOTS / f"{name}-{width}x{height}.png"))
+        assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth + 1"), name
+    page.set_viewport_size({"width": 1280, "height": 800})
+
+
+# What a flash message must never cover: headings and the slide viewer with its controls.
+MESSAGE_COVERS_JS = """() => {
+  const box = document.querySelector('.messages');
+  if (!box) return null;
+  const m = box.getBoundingClientRect();
+  const hit = (r) => r.width > 0 && r.left < m.right && m.left < r.right && r.top < m.bottom && m.top < r.bottom;
+  return [...document.querySelectorAll('main h1, main h2, main h3, .cv-toolbar, .cv-pane-bar, #case-viewer')]
+    .filter((el) => hit(el.getBoundingClientRect()))
+    .map((el) => el.tagName.toLowerCase() + '.' + String(el.className).split(' ')[0] + ': ' + el.textContent.trim().slice(0, 30));
+}"""
+
+# Words of the attribution table's names that wrap onto two lines (a name may wrap at its spaces
+# and after a hyphen, never inside a word).
+BROKEN_WORDS_JS = """() => [...document.querySelectorAll('table.attributions td:first-child')].flatMap((td) => {
+  const broken = [];
+  const walker = document.createTreeWalker(td, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    for (const m of node.data.matchAll(/[^\\s-]+-?/g)) {
+      const range = document.createRange();
+      range.setStart(node, m.index);
+      range.setEnd(node, m.index + m[0].length);
+      const lines = new Set([...range.getClientRects()].filter((r) => r.width > 0).map((r) => Math.round(r.top)));
+      if (lines.size > 1) broken.push(m[0]);
+    }
+  }
+  return broken;
+})"""
+
+# The waterfall's axis title and names: inside the panel, the title ending where the axis ends
+# (a title centred under the plot area runs past it, and off a narrow panel).
+WATERFALL_JS = """() => {
+  const plot = document.getElementById('plot-waterfall');
+  const svg = plot.querySelector('.main-svg').getBoundingClientRect();
+  const card = document.getElementById('score-card').getBoundingClientRect();
+  const size = plot._fullLayout._size;
+  const axisEnd = svg.left + size.l + size.w;
+  const title = [...plot.querySelectorAll('text')].find((t) => t.textContent === 'HER2-LADDER score');
+  const r = title.getBoundingClientRect();
+  const ticks = [...plot.querySelectorAll('.ytick text')].filter((t) => {
+    const b = t.getBoundingClientRect(); return b.left < svg.left - 0.5 || b.right > svg.right + 0.5; });
+  return {title: [r.left, r.right], axisEnd, svg: [svg.left, svg.right], card: [card.left, card.right],
+          clippedTicks: ticks.map((t) => t.textContent)};
+}"""
+
+
+def test_messages_case_page_layout_form_and_worklist(analysed_case, browser, live_site):  # noqa: F811
+    url = live_site["url"]
+    context, page, errors = _login(browser, live_site)
+    try:
+        # -- worklist: the search box shows its whole placeholder; Age, Stage and HR sort
+        fits = page.evaluate("""() => { const input = document.querySelector('input[name=q]');
+            const style = getComputedStyle(input); const ctx = document.createElement('canvas').getContext('2d');
+            ctx.font = style.font;
+            const room = input.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
+            return [ctx.measureText(input.placeholder).width, room]; }""")
+        assert fits[0] <= fits[1], f"placeholder {fits[0]:.0f} px in {fits[1]:.0f} px: clipped"
+        for column, key in (("Age", "age"), ("Stage", "stage"), ("HR", "hr")):
+            page.click(f"table.worklist th >> a:text-is('{column}')")
+            page.wait_for_url(re.compile(rf".*sort={key}$"))
+            assert page.get_attribute("th[aria-sort]", "aria-sort") == "ascending"
+            page.click(f"table.worklist th >> a:text-is('{column}')")
+            page.wait_for_url(re.compile(rf".*sort=-{key}$"))
+            assert page.get_attribute("th[aria-sort]", "aria-sort") == "descending"
+        _shots(page, "worklist")
+
+        # -- the case form: derived values say so as T/N and ER/PR change; a contradicting stage is flagged
+        page.goto(f"{url}/cases/new/")
+        page.fill("#id_case_id", "E2E-WALK-1")
+        page.select_option("#id_clinical_t", "T2")
+        page.select_option("#id_clinical_n", "N1")
+        page.select_option("#id_er_status", "negative")
+        page.select_option("#id_pr_status", "positive")
+        assert page.inner_text("#id_clinical_stage option[value='']") == "derived: II (IIB)"
+        assert page.inner_text("#id_hr_status option[value='']") == "derived: positive"
+        page.select_option("#id_clinical_n", "N2")
+        assert page.inner_text("#id_clinical_stage option[value='']") == "derived: III (IIIA)"
+        page.select_option("#id_clinical_stage", "I")
+        assert "Stage I contradicts T2 N2" in page.inner_text("#stage-contradiction")
+        _shots(page, "case-form")
+        page.click("#case-form button[type=submit]")
+        assert "Stage I contradicts T2 N2, which is stage III" in page.inner_text(".field-clinical_stage .field-error")
+        page.check("#id_confirm_stage")
+        page.click("#case-form button[type=submit]")
+        page.wait_for_url("**/cases/E2E-WALK-1/")
+        assert page.inner_text("#clinical-stage") == "I (entered; T2 N2 gives IIIA)"
+        assert "(HR derived)" in page.inner_text("#clinical-receptors")
+        # no slides: the score card says what the score needs, not that it is being recomputed
+        assert "an H&E slide (none added yet) and a HER2 IHC slide (none added yet)" in page.inner_text("#score-card")
+        # the flash message is clear of the case title; its close button closes it
+        assert page.evaluate(MESSAGE_COVERS_JS) == []
+        page.click(".messages .message-close")
+        assert page.locator(".messages").count() == 0
+
+        # -- the demo case: the message is clear of the title and the viewer at both sizes, then goes
+        page.goto(f"{url}/cases/DEMO-001/edit/")
+        page.click("#case-form button[type=submit]")  # nothing changed: an info message
+        page.wait_for_url("**/cases/DEMO-001/")
+        page.wait_for_function("() => window.caseViewer !== undefined", timeout=60000)
+        page.evaluate("() => window.caseViewer.ready")
+        for width, height in SIZES:
+            page.set_viewport_size({"width": width, "height": height})
+            page.wait_for_timeout(300)
+            assert page.evaluate(MESSAGE_COVERS_JS) == [], f"the message covers these at {width}x{height}"
+        page.wait_for_selector(".messages", state="detached", timeout=15000)  # a confirmation goes by itself
+
+        # -- the side panel, its waterfall and attribution table at both sizes
+        panel = {}
+        for width, height in SIZES:
+            page.set_viewport_size({"width": width, "height": height})
+            page.wait_for_timeout(600)  # Plotly relayouts on resize
+            panel[width] = page.locator(".sidepanel").bounding_box()["width"]
+            assert page.evaluate(BROKEN_WORDS_JS) == [], f"names broken inside a word at {width}x{height}"
+            chart = page.evaluate(WATERFALL_JS)
+            assert chart["clippedTicks"] == [], chart
+            left, right = chart["title"]
+            assert right <= chart["axisEnd"] + 1 and left >= chart["svg"][0] and right <= chart["card"][1], chart
+            page.screenshot(path=str(SHOTS / f"case-{width}x{height}.png"))
+        assert panel[1280] == pytest.approx(340, abs=1)
+        assert panel[1920] >= 440, f"the side panel stays {panel[1920]:.0f} px wide on a 1920 px screen"
+    finally:
+        context.close()
+    assert errors == [], errors

@@ -12,6 +12,9 @@ from cases.models import Case, Slide, SlideAlignment, SlideStatus, Stain
 # Worklist columns that sort: ?sort=<key> ascending, ?sort=-<key> descending.
 WORKLIST_SORTS = {
     "case": ("case_id",),
+    "age": ("age",),
+    "stage": ("stage_order", "clinical_t", "clinical_n"),  # the group, then T and N within it
+    "hr": ("hr_order",),
     "score": ("latest_score",),
     "risk": ("risk_order",),
     "her2": ("her2_order",),
@@ -48,6 +51,11 @@ def case_list(*, query: str = "", status: str = "", her2: str = "", has_slides: 
         her2_order=When_(*[When(her2_ihc=v, then=Value(i)) for v, i in HER2_ORDER.items()],
                          *[When(auto_her2=v, then=Value(i)) for v, i in HER2_ORDER.items()],
                          default=Value(None), output_field=IntegerField()),
+        # unknown ('') stage and HR status sort last, like a missing age or score
+        stage_order=When_(*[When(clinical_stage=g, then=Value(i)) for i, g in enumerate(("I", "II", "III"))],
+                          default=Value(None), output_field=IntegerField()),
+        hr_order=When_(When(hr_status="negative", then=Value(0)), When(hr_status="positive", then=Value(1)),
+                       default=Value(None), output_field=IntegerField()),
         # not reviewed < drafts only < reviewed < disagreement (what needs attention sorts last ascending)
         review_order=When_(When(disagreements__gt=0, then=Value(3)), When(reviews_submitted__gt=0, then=Value(2)),
                            When(reviews_draft__gt=0, then=Value(1)), default=Value(0), output_field=IntegerField()),
@@ -254,9 +262,14 @@ def attribution_waterfall(*, score, top: int = ATTRIBUTIONS_SHOWN) -> dict:
                   "decreasing": {"marker": {"color": "#0072B2"}}, "totals": {"marker": {"color": "#555555"}},
                   "connector": {"line": {"color": "#bbbbbb"}}, "customdata": raw,
                   "hovertemplate": "%{y}<br>%{customdata}<br>%{x:+.1f}<extra></extra>"}],
+        # The axis title is an annotation ending at the plot's right edge: Plotly centres an axis
+        # title under the plot area, which the long names push right, so it ran off the panel.
         "layout": {"title": {"text": "What moved the score"},
-                   "yaxis": {"autorange": "reversed", "automargin": True}, "xaxis": {"title": {"text": "HER2-LADDER score"}},
-                   "showlegend": False},
+                   "yaxis": {"autorange": "reversed", "automargin": True},
+                   "annotations": [{"text": "HER2-LADDER score", "xref": "paper", "yref": "paper", "x": 1, "y": 0,
+                                    "xanchor": "right", "yanchor": "top", "yshift": -20, "showarrow": False,
+                                    "name": "x-axis title"}],
+                   "margin": {"b": 46}, "showlegend": False},
     }
 
 
