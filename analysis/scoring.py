@@ -165,7 +165,8 @@ def case_missing_inputs(case, *, groups) -> list[str]:
     parts = []
     for group in groups:
         if group == "clinical":
-            parts.append("clinical data (none entered yet: age, clinical T and N, ER and PR status, HER2 IHC score, grade)")
+            parts.append("clinical data (none entered yet: age, clinical T and N, ER and PR status, "
+                         "HER2 IHC score, grade)")
             continue
         if group not in (Stain.HE, Stain.IHC):
             parts.append(f"the {group} inputs")
@@ -175,7 +176,8 @@ def case_missing_inputs(case, *, groups) -> list[str]:
         slide = case.slide_for(stain)
         if slide is None:
             failed = case.slides.filter(stain=stain, status=SlideStatus.FAILED).exists()
-            parts.append(f"{article} {stain.label} slide ({'the one added failed to import' if failed else 'none added yet'})")
+            why = "the one added failed to import" if failed else "none added yet"
+            parts.append(f"{article} {stain.label} slide ({why})")
             continue
         if slide.status != SlideStatus.READY:
             parts.append(f"the {stain.label} slide's cell analysis (the slide is still being "

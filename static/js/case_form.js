@@ -19,8 +19,8 @@ function update() {
   const stage = form.elements.clinical_stage;
   const hr = form.elements.hr_status;
   const derivedHr = hrFrom(value('er_status'), value('pr_status'));
-  if (stage) stage.options[0].textContent = substage ? `derived: ${group} (${substage})` : 'unknown (derived from T and N)';
-  if (hr) hr.options[0].textContent = derivedHr ? `derived: ${derivedHr}` : 'unknown (derived from ER and PR)';
+  if (stage) stage.options[0].textContent = substage ? `derived: ${group} (${substage})` : 'unknown (from T/N)';
+  if (hr) hr.options[0].textContent = derivedHr ? `derived: ${derivedHr}` : 'unknown (from ER/PR)';
   const warning = document.getElementById('stage-contradiction');
   const contradicts = Boolean(stage && stage.value && group && stage.value !== group)
     && !document.querySelector('.field-clinical_stage .field-error');  // the server's message says it already

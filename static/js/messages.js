@@ -13,7 +13,7 @@ function overlaps(a, b) {
   return a.width > 0 && a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
 }
 
-export function placeMessages() {
+function placeMessages() {
   if (!box || !box.isConnected) return;
   const side = document.querySelector('.casepage .sidepanel');
   const sideRect = side && side.getBoundingClientRect();

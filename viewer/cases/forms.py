@@ -64,11 +64,12 @@ class CaseForm(forms.ModelForm):
         values = {name: self._value(name) for name in ("clinical_t", "clinical_n", "er_status", "pr_status")}
         substage = anatomic_substage(values["clinical_t"], values["clinical_n"])
         hr = hr_status_from(values["er_status"], values["pr_status"])
-        blanks = {"clinical_stage": f"derived: {substage.rstrip('ABC')} ({substage})" if substage else "unknown (derived from T and N)",
-                  "hr_status": f"derived: {hr}" if hr else "unknown (derived from ER and PR)"}
+        blanks = {
+            "clinical_stage": f"derived: {substage.rstrip('ABC')} ({substage})" if substage else "unknown (from T/N)",
+            "hr_status": f"derived: {hr}" if hr else "unknown (from ER/PR)",
+        }
         for name, text in blanks.items():
             self.fields[name].choices = [("", text)] + list(self.fields[name].choices)[1:]
-            self.fields[name].widget.attrs["data-derived"] = name
 
     def clean_case_id(self):
         case_id = self.cleaned_data["case_id"]

@@ -31,7 +31,8 @@ def calibration_figure(*, report: Mapping[str, Any], title: str = "Calibration")
     }
 
 
-def feature_importance_figure(*, importance: Mapping[str, float], top: int = 20, title: str = "Feature importance (mean |SHAP| on P(pCR))",
+def feature_importance_figure(*, importance: Mapping[str, float], top: int = 20,
+                              title: str = "Feature importance (mean |SHAP| on P(pCR))",
                               labels: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Horizontal bars of the largest importances. ``labels`` maps an input's raw name to the name
     shown on the axis (plain words and unit); the raw name stays in the hover."""
