@@ -125,8 +125,8 @@ def score_case(job, context) -> dict:
     if score.message:
         context.log(score.message)
     if score.status != "scored":  # the job ran, the case is not scored: say so, not "succeeded"
-        return {"score": score.pk, "status": score.status, "risk_group": "",
-                "message": f"Not scored: {score.message}"}
+        reason = score.message[:1].lower() + score.message[1:]
+        return {"score": score.pk, "status": score.status, "risk_group": "", "message": f"Not scored: {reason}"}
     return {"score": score.pk, "status": score.status, "risk_group": score.risk_group,
             "message": f"Scored: {score.score:.0f}, {score.risk_group} risk"}
 

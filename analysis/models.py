@@ -124,6 +124,10 @@ class SlideFeatures(models.Model):
         get_latest_by = "computed_at"
 
 
+# The model's input groups as a reader says them (pages and messages never show the codes).
+INPUT_GROUP_NAMES = {"clinical": "clinical data", "he": "H&E slide features", "ihc": "HER2 IHC slide features"}
+
+
 class ModelVersion(models.Model):
     """A trained HER2-LADDER model: its folder (model.joblib + model_card.json), card and state."""
 
@@ -151,6 +155,10 @@ class ModelVersion(models.Model):
     @property
     def version_label(self) -> str:
         return f"v{self.pk}"
+
+    @property
+    def groups_display(self) -> str:
+        return ", ".join(INPUT_GROUP_NAMES.get(group, group) for group in self.groups)
 
     @property
     def cv_auc(self) -> float | None:

@@ -15,6 +15,7 @@ from analysis.models import (
     FeatureStatus,
     Job,
     JobKind,
+    JobStatus,
     ModelVersion,
     ScoreStatus,
 )
@@ -121,9 +122,7 @@ def case_score_compute(*, case) -> CaseScore:
         result = score_case(model=model, values=values)
     except MissingInputGroupError as exc:
         groups = sorted(exc.missing)
-        hints = {"he": "analyse the H&E slide", "ihc": "analyse the HER2 IHC slide",
-                 "clinical": "enter the clinical variables"}
-        message = "The model needs " + ", ".join(f"{g} inputs ({hints.get(g, g)})" for g in groups) + "."
+        message = f"Needs {join_and(case_missing_inputs(case, groups=groups))}."
         return CaseScore.objects.create(case=case, model=version, schema_version=schema_version(),
                                         status=ScoreStatus.MISSING_INPUTS, message=message,
                                         detail={"missing_groups": groups})
@@ -149,6 +148,65 @@ def case_score_compute(*, case) -> CaseScore:
         detail={"cutoffs": list(result.cutoffs), "method": result.attribution_method,
                 "base_score": result.base_score, "synthetic_model": version.synthetic},
     )
+
+
+def join_and(parts: list[str]) -> str:
+    """'a', 'a and b', 'a, b and c'; '' for none."""
+    if len(parts) < 2:
+        return "".join(parts)
+    return ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def case_missing_inputs(case, *, groups) -> list[str]:
+    """What the case lacks of each input group in `groups`, in the case page's words: which slide
+    is missing, not analysed yet (or why its features are not there), which clinical values."""
+    from cases.models import SlideStatus
+
+    parts = []
+    for group in groups:
+        if group == "clinical":
+            parts.append("clinical data (none entered yet: age, clinical T and N, ER and PR status, "
+                         "HER2 IHC score, grade)")
+            continue
+        if group not in (Stain.HE, Stain.IHC):
+            parts.append(f"the {group} inputs")
+            continue
+        stain = Stain(group)
+        article = "an" if stain == Stain.HE else "a"
+        slide = case.slide_for(stain)
+        if slide is None:
+            failed = case.slides.filter(stain=stain, status=SlideStatus.FAILED).exists()
+            why = "the one added failed to import" if failed else "none added yet"
+            parts.append(f"{article} {stain.label} slide ({why})")
+            continue
+        if slide.status != SlideStatus.READY:
+            parts.append(f"the {stain.label} slide's cell analysis (the slide is still being "
+                         f"{'converted' if slide.status == SlideStatus.CONVERTING else 'imported'})")
+            continue
+        features = slide.features.order_by("-computed_at").first()
+        job = slide.jobs.filter(kind=JobKind.ANALYZE_SLIDE).order_by("-created_at").first()
+        if job is not None and job.status in ACTIVE_STATUSES:
+            parts.append(f"the {stain.label} slide's cell analysis ({job.get_status_display().lower()})")
+        elif features is not None and features.status != FeatureStatus.COMPUTED:
+            parts.append(f"the {stain.label} slide's features (not computed: {features.reason or 'see its analysis'})")
+        elif job is not None and job.status == JobStatus.FAILED:
+            parts.append(f"the {stain.label} slide's cell analysis (it failed: {job.error or 'see its job'})")
+        else:
+            parts.append(f"the {stain.label} slide's cell analysis (not run yet)")
+    return parts
+
+
+def case_score_blockers(case) -> list[str]:
+    """What keeps the case from a score by the active model now, in words; [] when nothing does
+    (an input group is missing when none of its values is there, as the model decides)."""
+    model = model_active()
+    if model is None:
+        return ["an active model (an admin activates one on the Models page)"]
+    values = case_model_values(case)
+    present = {"clinical": any(values.get(name) is not None for name in CLINICAL_FIELDS)}
+    for stain in (Stain.HE, Stain.IHC):
+        present[stain.value] = any(name.startswith(f"{stain.value}_") for name in values)
+    return case_missing_inputs(case, groups=[g for g in model.groups if not present.get(g, True)])
 
 
 def score_enqueue(*, case, user=None):

@@ -15,6 +15,7 @@ const state = {
   tool: null,          // 'polygon' | 'rectangle' | 'freehand' | 'point' | null
   toolSlide: null,
   freehand: null,      // {slideId, points: [[x, y]], last: {x, y}} while dragging
+  toolEndedAt: -Infinity,  // performance.now() when the last drawing tool was put down
   silent: 0,           // > 0 while we change Annotorious ourselves
   selected: null,
   expectRemoved: new Set(),  // ids we removed from Annotorious ourselves
@@ -49,6 +50,10 @@ function showError(message) {
   box.textContent = message || '';
   box.hidden = !message;
 }
+
+// How long after a tool is put down its closing double click may still arrive (browsers' default
+// double-click interval is 500 ms).
+const DOUBLE_CLICK_GRACE_MS = 600;
 
 const annotationUrl = (id) => `/api/annotations/${id}/`;
 const labelColor = (name) => (config.labels.find((l) => l.name === name) || { color: '#E69F00' }).color;
@@ -191,8 +196,10 @@ function setTool(tool, slideId) {
   const slideSelect = $('an-slide');
   if (slideId !== undefined && slideSelect) slideSelect.value = String(slideId);
   const target = slideSelect ? Number(slideSelect.value) : null;
+  const wasDrawing = Boolean(state.tool);
   state.tool = tool && !(tool === state.tool && target === state.toolSlide && slideId === undefined) ? tool : null;
   state.toolSlide = state.tool ? target : null;
+  if (wasDrawing && !state.tool) state.toolEndedAt = performance.now();
   state.freehand = null;
   for (const [id, entry] of state.slides) {
     const annotorious = state.tool && id === state.toolSlide && (state.tool === 'polygon' || state.tool === 'rectangle');
@@ -230,6 +237,12 @@ function attachTools(entry) {
   const { viewer } = entry.pane;
   const slideId = entry.slide.id;
   const active = (tool) => state.tool === tool && state.toolSlide === slideId;
+  // A double click closes a polygon (and ends a point or a shape); OpenSeadragon would also zoom
+  // 2x on it. No zoom while a drawing tool is active, nor for the double click that just put
+  // it down (Annotorious may close the polygon before this handler runs, whatever the order).
+  viewer.addHandler('canvas-double-click', (event) => {
+    if (state.tool || performance.now() - state.toolEndedAt < DOUBLE_CLICK_GRACE_MS) event.preventDefaultAction = true;
+  }, null, Number.MAX_SAFE_INTEGER);
   viewer.addHandler('canvas-click', (event) => {
     if (!active('point') || !event.quick) return;
     event.preventDefaultAction = true;

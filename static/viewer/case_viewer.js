@@ -417,6 +417,7 @@ class CaseViewer {
     root.classList.add('cv-root');
     root.setAttribute('role', 'region');
     root.setAttribute('aria-label', 'Slide viewer');
+    root.setAttribute('tabindex', '-1'); // focus lands here when the help closes (not a tab stop)
     root.replaceChildren();
     this._buildToolbar();
     this.panesHost = el('div', { className: 'cv-panes' });
@@ -796,8 +797,19 @@ class CaseViewer {
 
   toggleHelp(show) {
     const visible = show === undefined ? this.helpOverlay.hidden : Boolean(show);
+    if (visible === !this.helpOverlay.hidden) return;
+    if (visible) this._helpOpener = document.activeElement;
     this.helpOverlay.hidden = !visible;
-    if (visible) this.helpOverlay.querySelector('.cv-help-close').focus();
+    if (visible) {
+      this.helpOverlay.querySelector('.cv-help-close').focus();
+      return;
+    }
+    // Focus goes back where it was (dialog practice), else to the viewer: never left on the
+    // hidden close button, where some browsers keep it and the viewer's keys go nowhere.
+    const opener = this._helpOpener;
+    this._helpOpener = null;
+    if (opener && opener !== document.body && opener.isConnected && opener.getClientRects().length) opener.focus();
+    else this.root.focus({ preventScroll: true });
   }
 
   _updateButtons() {

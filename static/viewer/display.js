@@ -11,6 +11,7 @@
  */
 export const PRESETS = [1.25, 5, 10, 20, 40];
 const DEFAULTS = { brightness: 1, contrast: 1, gamma: 1 };
+const MENU_PASSES_KEYS = ['1', '2', '3', '4', '5', '?'];
 const SVG_NS = 'http://www.w3.org/2000/svg';
 
 /** Screen px per level-0 px that shows `magnification` on a slide of `mpp` um/px. */
@@ -97,9 +98,15 @@ class PaneDisplay {
       slider('gamma', 'Gamma', 0.4, 2.5, 0.05),
       el('div', { className: 'cv-display-foot' }, [reset]),
     ]);
-    for (const type of ['pointerdown', 'mousedown', 'wheel', 'dblclick', 'click', 'keydown']) {
+    // Pointer events stay in the menu (no pan, zoom or cell pick under it). Keys too (no pan
+    // on the arrows), except the magnification keys and '?', which work from inside it; Esc
+    // closes it (CaseDisplay._onEscape).
+    for (const type of ['pointerdown', 'mousedown', 'wheel', 'dblclick', 'click']) {
       this.popover.addEventListener(type, (event) => event.stopPropagation());
     }
+    this.popover.addEventListener('keydown', (event) => {
+      if (!MENU_PASSES_KEYS.includes(event.key)) event.stopPropagation();
+    });
     pane.stage.append(this.popover);
     pane.viewer.addHandler('update-viewport', () => this.updateReadout());
     pane.viewer.addHandler('open', () => { this.updateReadout(); this.apply(); });
@@ -108,8 +115,10 @@ class PaneDisplay {
   }
 
   setOpen(open) {
+    const hadFocus = this.popover.contains(document.activeElement);
     this.popover.hidden = !open;
     this.readout.setAttribute('aria-expanded', String(Boolean(open)));
+    if (!open && hadFocus) this.readout.focus(); // not stranded on a hidden button
   }
 
   magnification() {
@@ -184,6 +193,19 @@ class CaseDisplay {
     this.presets = PRESETS;
     this._addHelpRows();
     document.addEventListener('keydown', (event) => this._onKey(event));
+    // Capture phase: Esc closes an open menu before the viewer's own Esc (clear measurements).
+    document.addEventListener('keydown', (event) => this._onEscape(event), true);
+  }
+
+  _onEscape(event) {
+    if (event.key !== 'Escape') return;
+    const help = this.caseViewer.helpOverlay;
+    if (help && !help.hidden) return; // the help dialog is on top: this Esc closes it
+    const open = this.panes.filter((p) => !p.popover.hidden);
+    if (!open.length) return;
+    for (const p of open) p.setOpen(false);
+    event.preventDefault();
+    event.stopPropagation(); // one Esc closes one thing
   }
 
   _addHelpRows() {

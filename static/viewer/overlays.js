@@ -26,6 +26,7 @@ const FETCH_MARGIN = 0.5;      // fetch the view grown by half its size on each 
 const REFRESH_DELAY_MS = 160;  // debounce of the refetch after pan / zoom
 const REFRESH_THROTTLE_MS = 300; // refetch while still panning, when the view left the records
 const HOVER_RADIUS_PX = 6;
+const VIEWER_KEYS_FROM_PANELS = ['1', '2', '3', '4', '5', '?'];
 
 function el(tag, { className, text, attrs } = {}, children = []) {
   const node = document.createElement(tag);
@@ -71,6 +72,7 @@ class PaneOverlays {
     this.highlight = null;      // masks from highlightMasks
     this.hoverId = 0;
     this.hoverLayer = null;
+    this.pointer = null;        // {x, y, dragging} in element px while the pointer is over the slide
     this.selected = null;       // inspector cell JSON
     this.renderer = null;
     this.glError = null;
@@ -102,11 +104,15 @@ class PaneOverlays {
     this.tooltip = el('div', { className: 'ov-tooltip', attrs: { hidden: '' } });
     this.inspector = el('aside', { className: 'ov-inspector', attrs: { hidden: '', 'aria-label': 'Cell inspector' } });
     this.pane.stage.append(this.panel, this.banner, this.tooltip, this.inspector);
-    // Keep OSD from panning when the panel is used.
+    // Keep OSD from panning when the panel is used; the viewer's magnification keys and '?'
+    // still work with the focus in the panel.
     for (const node of [this.panel, this.inspector, this.banner]) {
-      for (const type of ['pointerdown', 'mousedown', 'wheel', 'dblclick', 'click', 'keydown']) {
+      for (const type of ['pointerdown', 'mousedown', 'wheel', 'dblclick', 'click']) {
         node.addEventListener(type, (event) => event.stopPropagation());
       }
+      node.addEventListener('keydown', (event) => {
+        if (!VIEWER_KEYS_FROM_PANELS.includes(event.key)) event.stopPropagation();
+      });
     }
   }
 
@@ -137,7 +143,7 @@ class PaneOverlays {
     this.viewer.addHandler('animation-finish', () => this.scheduleRefresh(0));
     this.viewer.addHandler('canvas-click', (event) => this._onClick(event));
     this.viewer.element.addEventListener('pointermove', (event) => this._onPointerMove(event));
-    this.viewer.element.addEventListener('pointerleave', () => this._setHover(0, null));
+    this.viewer.element.addEventListener('pointerleave', () => this._onPointerLeave());
     this._applyAll();
   }
 
@@ -478,6 +484,8 @@ class PaneOverlays {
   }
 
   draw() {
+    // The view, a layer or its records changed: what is under a still pointer may have too.
+    if (this.pointer || this.hoverId) this._scheduleHover();
     this._drawContour();
     if (!this.renderer) return;
     const t = this.transform();
@@ -568,25 +576,42 @@ class PaneOverlays {
   }
 
   _onPointerMove(event) {
-    if (this._hoverFrame) return;
     const rect = this.viewer.element.getBoundingClientRect();
-    const p = { x: event.clientX - rect.left, y: event.clientY - rect.top };
+    this.pointer = { x: event.clientX - rect.left, y: event.clientY - rect.top, dragging: Boolean(event.buttons) };
+    this._scheduleHover();
+  }
+
+  _onPointerLeave() {
+    // A frame still pending from the last move must not show the tooltip again after the leave.
+    this.pointer = null;
+    if (this._hoverFrame) cancelAnimationFrame(this._hoverFrame);
+    this._hoverFrame = 0;
+    this._setHover(0, null);
+  }
+
+  _scheduleHover() {
+    if (this._hoverFrame) return;
     this._hoverFrame = requestAnimationFrame(() => {
       this._hoverFrame = 0;
-      if (event.buttons) return; // dragging: no picking work
-      const hit = this.pick(p);
-      if (hit) {
-        this._setHover(hit.cell.id, hit.layer.name);
-        const key = CLASS_KEYS[hit.cell.classCode] || 'cell';
-        const grade = hit.cell.her2Code < HER2_KEYS.length ? ` · ${HER2_KEYS[hit.cell.her2Code].replace(/_/g, ' ')}` : '';
-        this.tooltip.textContent = `${key}${grade} #${hit.cell.id}`;
-        this.tooltip.style.left = `${p.x + 14}px`;
-        this.tooltip.style.top = `${p.y + 14}px`;
-        this.tooltip.removeAttribute('hidden');
-      } else {
-        this._setHover(0, null);
-      }
+      this._refreshHover();
     });
+  }
+
+  /** Hover and tooltip for the cell under the pointer now (none while dragging or outside). */
+  _refreshHover() {
+    const p = this.pointer;
+    const hit = p && !p.dragging ? this.pick(p) : null;
+    if (!hit) {
+      this._setHover(0, null);
+      return;
+    }
+    this._setHover(hit.cell.id, hit.layer.name);
+    const key = CLASS_KEYS[hit.cell.classCode] || 'cell';
+    const grade = hit.cell.her2Code < HER2_KEYS.length ? ` · ${HER2_KEYS[hit.cell.her2Code].replace(/_/g, ' ')}` : '';
+    this.tooltip.textContent = `${key}${grade} #${hit.cell.id}`;
+    this.tooltip.style.left = `${p.x + 14}px`;
+    this.tooltip.style.top = `${p.y + 14}px`;
+    this.tooltip.removeAttribute('hidden');
   }
 
   _setHover(id, layerName) {

@@ -26,7 +26,10 @@ def test_missing_group_says_which(phantom_case, small_trained_model):
     model_register(directory=small_trained_model, activate=True)
     score = case_score_compute(case=phantom_case)
     assert score.status == ScoreStatus.MISSING_INPUTS
-    assert "he inputs (analyse the H&E slide)" in score.message and "ihc inputs" in score.message
+    # in the case page's words: which slide's analysis is missing (not "he inputs")
+    assert score.message == ("Needs the H&E slide's cell analysis (not run yet) and the HER2 IHC slide's cell "
+                             "analysis (not run yet).")
+    assert score.detail == {"missing_groups": ["he", "ihc"]}
 
 
 @pytest.mark.django_db

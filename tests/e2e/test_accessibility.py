@@ -59,7 +59,7 @@ CLIPPED_TICKS_JS = """() => {
   const plot = document.querySelector('#plot-waterfall .main-svg');
   if (!plot) return ['no waterfall'];
   const box = plot.getBoundingClientRect();
-  return [...document.querySelectorAll('#plot-waterfall .ytick text, #plot-waterfall .xtitle')]
+  return [...document.querySelectorAll('#plot-waterfall .ytick text, #plot-waterfall .xtitle, #plot-waterfall .annotation-text')]
     .filter(t => { const r = t.getBoundingClientRect(); return r.left < box.left - 0.5 || r.right > box.right + 0.5; })
     .map(t => t.textContent);
 }"""

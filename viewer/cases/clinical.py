@@ -47,3 +47,8 @@ def hr_status_from(er: str, pr: str) -> str:
     if er == "negative" and pr == "negative":
         return "negative"
     return ""
+
+
+def derivation_rules() -> dict:
+    """The stage table for the case form's script (one table: this one), keyed "T2 N1"."""
+    return {"stages": {f"{t} {n}": substage for (t, n), substage in AJCC8_ANATOMIC_STAGE.items()}}

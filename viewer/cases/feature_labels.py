@@ -82,7 +82,8 @@ def _short(name: str, label: str) -> str:
     stain, _, rest = name.partition("_")
     parts = rest.split("_")
     if stain in STAINS and len(parts) == 3 and parts[0] in SHORT_TYPES and parts[1] in SHORT_TYPES:
-        return f"{SHORT_TYPES[parts[0]]}→{SHORT_TYPES[parts[1]]} {SHORT_METRICS.get(parts[2], parts[2])}"
+        # spaces round the arrow: a narrow table breaks the name there, never inside a word
+        return f"{SHORT_TYPES[parts[0]]} → {SHORT_TYPES[parts[1]]} {SHORT_METRICS.get(parts[2], parts[2])}"
     if stain in STAINS and rest.startswith("prop_"):
         what = rest[len("prop_"):]
         return f"{STAINS[stain]} share {PROPORTION_CLASSES.get(what, what.replace('_', ' '))}"

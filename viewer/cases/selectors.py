@@ -12,6 +12,9 @@ from cases.models import Case, Slide, SlideAlignment, SlideStatus, Stain
 # Worklist columns that sort: ?sort=<key> ascending, ?sort=-<key> descending.
 WORKLIST_SORTS = {
     "case": ("case_id",),
+    "age": ("age",),
+    "stage": ("stage_order", "clinical_t", "clinical_n"),  # the group, then T and N within it
+    "hr": ("hr_order",),
     "score": ("latest_score",),
     "risk": ("risk_order",),
     "her2": ("her2_order",),
@@ -48,6 +51,11 @@ def case_list(*, query: str = "", status: str = "", her2: str = "", has_slides: 
         her2_order=When_(*[When(her2_ihc=v, then=Value(i)) for v, i in HER2_ORDER.items()],
                          *[When(auto_her2=v, then=Value(i)) for v, i in HER2_ORDER.items()],
                          default=Value(None), output_field=IntegerField()),
+        # unknown ('') stage and HR status sort last, like a missing age or score
+        stage_order=When_(*[When(clinical_stage=g, then=Value(i)) for i, g in enumerate(("I", "II", "III"))],
+                          default=Value(None), output_field=IntegerField()),
+        hr_order=When_(When(hr_status="negative", then=Value(0)), When(hr_status="positive", then=Value(1)),
+                       default=Value(None), output_field=IntegerField()),
         # not reviewed < drafts only < reviewed < disagreement (what needs attention sorts last ascending)
         review_order=When_(When(disagreements__gt=0, then=Value(3)), When(reviews_submitted__gt=0, then=Value(2)),
                            When(reviews_draft__gt=0, then=Value(1)), default=Value(0), output_field=IntegerField()),
@@ -204,11 +212,42 @@ def case_slide_panels(case: Case) -> list[dict]:
     return panels
 
 
-RISK_IMPLICATIONS = {  # what the study attached to each group; shown as research use, not advice
-    "Low": "De-escalation candidate (likely pCR)",
+# What the study attached to each group; shown as research use, not advice. No "likely pCR":
+# a group is a band of scores between the model's cut-offs (tertiles of its training scores),
+# and a Low-group case may well have P(pCR) below 0.5 (risk_group_basis says the band).
+RISK_IMPLICATIONS = {
+    "Low": "De-escalation candidate",
     "Medium": "Standard dual HER2 blockade",
-    "High": "Escalation candidate, e.g. next-generation ADC (likely residual disease)",
+    "High": "Escalation candidate, e.g. next-generation ADC",
 }
+
+
+def risk_group_basis(score) -> str:
+    """The case's risk group as the model's cut-offs define it, in score and P(pCR) (score =
+    100 x (1 - P(pCR))), with the group's observed pCR rate in the model's cross-validation,
+    e.g. "Low risk group: score below 56.9 (P(pCR) above 0.43); 59% of this group's training
+    cases reached pCR (cross-validated)."."""
+    cutoffs = (score.detail or {}).get("cutoffs") or (score.model.card or {}).get("cutoffs") or []
+    if len(cutoffs) != 2:
+        return ""
+    low, high = cutoffs
+
+    def p(cut: float) -> str:  # P(pCR) at a score cut-off
+        return f"{1 - cut / 100:.2f}"
+
+    bands = {
+        "Low": f"score below {low:.1f} (P(pCR) above {p(low)})",
+        "Medium": f"score {low:.1f} to below {high:.1f} (P(pCR) {p(high)} to {p(low)})",
+        "High": f"score {high:.1f} or above (P(pCR) {p(high)} or below)",
+    }
+    if score.risk_group not in bands:
+        return ""
+    text = f"{score.risk_group} risk group: {bands[score.risk_group]}"
+    observed = (((score.model.card or {}).get("metrics") or {}).get("risk_groups") or {}).get(score.risk_group) or {}
+    if observed.get("pcr_rate") is not None and observed.get("n"):
+        text += (f"; {observed['pcr_rate']:.0%} of this group's {observed['n']} training cases reached pCR "
+                 "(cross-validated)")
+    return text + "."
 
 
 ATTRIBUTIONS_SHOWN = 12  # the waterfall's bars and the table's rows: the same inputs
@@ -234,9 +273,14 @@ def attribution_waterfall(*, score, top: int = ATTRIBUTIONS_SHOWN) -> dict:
                   "decreasing": {"marker": {"color": "#0072B2"}}, "totals": {"marker": {"color": "#555555"}},
                   "connector": {"line": {"color": "#bbbbbb"}}, "customdata": raw,
                   "hovertemplate": "%{y}<br>%{customdata}<br>%{x:+.1f}<extra></extra>"}],
+        # The axis title is an annotation ending at the plot's right edge: Plotly centres an axis
+        # title under the plot area, which the long names push right, so it ran off the panel.
         "layout": {"title": {"text": "What moved the score"},
-                   "yaxis": {"autorange": "reversed", "automargin": True}, "xaxis": {"title": {"text": "HER2-LADDER score"}},
-                   "showlegend": False},
+                   "yaxis": {"autorange": "reversed", "automargin": True},
+                   "annotations": [{"text": "HER2-LADDER score", "xref": "paper", "yref": "paper", "x": 1, "y": 0,
+                                    "xanchor": "right", "yanchor": "top", "yshift": -20, "showarrow": False,
+                                    "name": "x-axis title"}],
+                   "margin": {"b": 46}, "showlegend": False},
     }
 
 
@@ -271,7 +315,8 @@ def case_score_panel(case: Case) -> dict | None:
     score = case_latest_score(case)
     if score is None:
         return None
-    panel = {"score": score, "model": score.model, "implication": RISK_IMPLICATIONS.get(score.risk_group, "")}
+    panel = {"score": score, "model": score.model, "implication": RISK_IMPLICATIONS.get(score.risk_group, ""),
+             "group_basis": risk_group_basis(score) if score.status == "scored" else ""}
     if score.status == "scored":
         panel["attributions"] = [attribution_row(row) for row in score.attributions[:ATTRIBUTIONS_SHOWN]]
         panel["waterfall"] = attribution_waterfall(score=score)

@@ -13,9 +13,11 @@ from analysis.models import ACTIVE_STATUSES, JobKind, JobStatus
 from viewer.cases import selectors
 from cases.models import Case, CaseStatus, Her2Score, Slide, SlideStatus, Stain
 from cases.roles import user_can_edit_cases
-from viewer.cases.forms import CLINICAL_FORM_FIELDS, CaseForm
+from viewer.cases.clinical import derivation_rules
+from viewer.cases.forms import CLINICAL_FORM_FIELDS, CaseForm, clinical_provenance
 from viewer.cases.services.cases import case_create, case_update_clinical
 from viewer.cases.services.slides import SlideAlreadyThere, SlideImportError, slide_set_mpp, slide_upload
+from analysis.scoring import case_score_blockers, join_and
 from analysis.services import JobStateError, analysis_enqueue
 
 
@@ -51,10 +53,15 @@ def case_detail(request, case_id: str):
     case = get_object_or_404(Case, case_id=case_id)
     can_edit = user_can_edit_cases(request.user)
     config = selectors.case_viewer_config(case=case, can_edit=can_edit, csrf_token=get_token(request))
+    score_panel = selectors.case_score_panel(case)
     return render(request, "viewer/case.html", {
         "case": case,
         "slide_panels": selectors.case_slide_panels(case),
-        "score_panel": selectors.case_score_panel(case),
+        "score_panel": score_panel,
+        "clinical_shown": clinical_provenance(case),
+        # what the score needs now (a stored "not scored" message may predate new slides)
+        "score_missing": join_and(case_score_blockers(case))
+        if not score_panel or score_panel["score"].status != "scored" else "",
         "viewer_config": config,
         "jobs": selectors.case_jobs(case),
         "stains": Stain.choices,
@@ -135,8 +142,18 @@ def case_create_view(request):
         case = case_create(case_id=form.cleaned_data["case_id"], user=request.user, **values)
         messages.success(request, f"Case {case.case_id} created. Add its H&E and HER2 IHC slides below.")
         return redirect("case-detail", case_id=case.case_id)
-    return render(request, "viewer/case_form.html", {"form": form, "case": None},
+    return render(request, "viewer/case_form.html", {"form": form, "case": None, "derivations": derivation_rules()},
                   status=400 if request.method == "POST" else 200)
+
+
+def _rescore_note(case: Case, changes: dict) -> str:
+    """What happens to the score after a clinical change: recomputed, or what it still needs."""
+    if not set(changes) - {"notes"}:
+        return ""
+    blockers = case_score_blockers(case)
+    if blockers:
+        return f". Not scored yet: the HER2-LADDER score needs {join_and(blockers)}"
+    return "; the HER2-LADDER score is being recomputed"
 
 
 @require_http_methods(["GET", "POST"])
@@ -151,10 +168,9 @@ def case_edit_view(request, case_id: str):
                    if form.cleaned_data[name] != getattr(case, name)}
         if changes:
             case_update_clinical(case=case, user=request.user, **changes)
-            messages.success(request, f"Clinical data of {case.case_id} saved"
-                             f"{'; the HER2-LADDER score is recomputed' if set(changes) - {'notes'} else ''}.")
+            messages.success(request, f"Clinical data of {case.case_id} saved{_rescore_note(case, changes)}.")
         else:
             messages.info(request, "Nothing changed.")
         return redirect("case-detail", case_id=case.case_id)
-    return render(request, "viewer/case_form.html", {"form": form, "case": case},
+    return render(request, "viewer/case_form.html", {"form": form, "case": case, "derivations": derivation_rules()},
                   status=400 if request.method == "POST" else 200)

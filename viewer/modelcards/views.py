@@ -28,10 +28,15 @@ def model_figures(card: dict) -> dict:
         figures["roc"] = roc_figure(report=metrics)
     if metrics.get("calibration"):
         figures["calibration"] = calibration_figure(report=metrics)
-    if card.get("feature_importance"):
-        figures["importance"] = feature_importance_figure(importance=card["feature_importance"])
     if card.get("survival"):
         figures["survival"] = km_figure(survival=card["survival"])
+    if card.get("feature_importance"):
+        from viewer.cases.feature_labels import feature_label
+
+        # plain names with units on the axis, as on the case page; the raw name in the hover.
+        # Last: the page gives it a whole row, for those long names.
+        labels = {name: feature_label(name)["text"] for name in card["feature_importance"]}
+        figures["importance"] = feature_importance_figure(importance=card["feature_importance"], labels=labels)
     return figures
 
 
@@ -70,6 +75,27 @@ def model_card_display(model: ModelVersion) -> dict:
     return display
 
 
+def cox_rows(survival: dict | None) -> list[dict]:
+    """The Cox hazard ratios in words ("Medium vs Low risk group", "each step up in risk group"),
+    with the model's covariate name for the hover, or the reason a model did not fit."""
+    rows = []
+    for model_name, terms in ((survival or {}).get("cox") or {}).items():
+        if "error" in terms:
+            rows.append({"label": "Cox model by group" if model_name == "by_group" else "Cox trend model",
+                         "error": terms["error"]})
+            continue
+        for raw, hr in terms.items():
+            if raw == "risk_step":
+                label = "Each step up in risk group (Low → Medium → High)"
+            elif "_vs_" in raw:
+                group, reference = raw.split("_vs_", 1)
+                label = f"{group} vs {reference} risk group"
+            else:
+                label = raw.replace("_", " ")
+            rows.append({"label": label, "raw": raw, **hr})
+    return rows
+
+
 def model_detail(request, pk: int):
     model = get_object_or_404(ModelVersion, pk=pk)
     card = model.card
@@ -82,6 +108,7 @@ def model_detail(request, pk: int):
         "cutoff_metrics": metrics.get("cutoff_metrics"),
         "figures": model_figures(card),
         "survival": card.get("survival"),
+        "cox_rows": cox_rows(card.get("survival")),
     })
 
 

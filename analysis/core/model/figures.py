@@ -31,11 +31,23 @@ def calibration_figure(*, report: Mapping[str, Any], title: str = "Calibration")
     }
 
 
-def feature_importance_figure(*, importance: Mapping[str, float], top: int = 20, title: str = "Feature importance (mean |SHAP| on P(pCR))") -> dict[str, Any]:
+def feature_importance_figure(*, importance: Mapping[str, float], top: int = 20,
+                              title: str = "Feature importance (mean |SHAP| on P(pCR))",
+                              labels: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Horizontal bars of the largest importances. ``labels`` maps an input's raw name to the name
+    shown on the axis (plain words and unit); the raw name stays in the hover."""
     items = sorted(importance.items(), key=lambda kv: -kv[1])[:top][::-1]
+    names = [k for k, _ in items]
     return {
-        "data": [{"type": "bar", "orientation": "h", "x": [v for _, v in items], "y": [k for k, _ in items], "marker": {"color": "#0072B2"}}],
-        "layout": {"title": {"text": title}, "xaxis": {"title": {"text": "mean |SHAP value|"}}, "margin": {"l": 200}},
+        "data": [{"type": "bar", "orientation": "h", "x": [v for _, v in items],
+                  "y": [(labels or {}).get(k, k) for k in names], "customdata": names,
+                  "hovertemplate": "%{y}<br>%{customdata}<br>mean |SHAP| %{x:.3g}<extra></extra>",
+                  "marker": {"color": "#0072B2"}}],
+        # one labelled row per bar (a fixed height made Plotly label every second one); the
+        # axis takes the room its names need
+        "layout": {"title": {"text": title}, "xaxis": {"title": {"text": "mean |SHAP value|"}},
+                   "yaxis": {"automargin": True, "dtick": 1}, "margin": {"l": 10},
+                   "height": max(340, 22 * len(items) + 110)},
     }
 
 

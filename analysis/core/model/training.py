@@ -87,9 +87,11 @@ class MissingInputGroupError(ModelError):
 
 
 class RiskGroup(str, Enum):
-    LOW = "Low"  # likely pCR: candidates for de-escalation
+    # bands of the score between the frozen cut-offs (tertiles of the out-of-fold scores); a
+    # group says where a case ranks, not that pCR is likely (a Low case may have P(pCR) < 0.5)
+    LOW = "Low"  # lowest scores: candidates for de-escalation in the study
     MEDIUM = "Medium"
-    HIGH = "High"  # likely residual disease: candidates for escalation
+    HIGH = "High"  # highest scores: candidates for escalation in the study
 
 
 # Okabe & Ito colour-blind-safe colours, as in analysis.core.cells.classes.

@@ -25,6 +25,15 @@ def test_swagger_ui_is_served_offline_behind_login(client, pathologist):
     assert script.status_code == 200 and b"/api/schema/" in script.content
 
 
+def test_api_docs_lead_back_to_the_app(client, pathologist):
+    client.force_login(pathologist)
+    html = client.get("/api/docs/").content.decode()
+    # the site's own header and navigation, as on every page, and a plain link back
+    assert '<nav class="mainnav" aria-label="Main">' in html and '<a class="brand" href="/">' in html
+    assert '<a href="/">Worklist</a>' in html and '<a href="/">Back to the worklist</a>' in html
+    assert '<html lang="en">' in html and 'id="swagger-ui"' in html
+
+
 def test_schema_is_text_in_a_browser_and_data_for_clients(client, pathologist):
     client.force_login(pathologist)
     browser = client.get("/api/schema/", HTTP_ACCEPT="text/html,application/xhtml+xml,*/*;q=0.8")

@@ -2,6 +2,8 @@
 case whose inputs become complete gets scored (real model, real worker function)."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from viewer.cases.clinical import anatomic_stage_group, anatomic_substage, hr_status_from
@@ -70,13 +72,75 @@ def test_form_refuses_bad_input_with_messages(client_for, pathologist, case):
 
 
 @pytest.mark.django_db
-def test_given_stage_is_kept(client_for, pathologist, case):
+def test_a_stage_that_contradicts_t_and_n_must_be_confirmed(client_for, pathologist, case):
     client = client_for(pathologist)
-    response = _post(client, "/cases/CASE-1/edit/", age="51", clinical_t="T2", clinical_n="N1", clinical_stage="III",
-                     er_status="positive", pr_status="negative", her2_ihc="3+")
+    values = dict(age="51", clinical_t="T2", clinical_n="N1", clinical_stage="III", er_status="positive",
+                  pr_status="negative", her2_ihc="3+")
+    refused = _post(client, "/cases/CASE-1/edit/", **values)
+    assert refused.status_code == 400
+    text = refused.content.decode()
+    assert "Stage III contradicts T2 N1, which is stage II (IIB, AJCC 8th anatomic)" in text
+    assert 'name="confirm_stage"' in text  # the confirmation appears with the contradiction
+    case.refresh_from_db()
+    assert case.clinical_stage == "II"
+    response = _post(client, "/cases/CASE-1/edit/", **values, confirm_stage="on")
     assert response.status_code == 302
     case.refresh_from_db()
     assert case.clinical_stage == "III" and case.hr_status == "positive"
+    # confirmed once: later edits of other fields do not ask again
+    assert _post(client, "/cases/CASE-1/edit/", **{**values, "age": "52"}).status_code == 302
+    html = client.get("/cases/CASE-1/").content.decode()
+    assert "(entered; T2 N1 gives IIB)" in html
+
+
+@pytest.mark.django_db
+def test_the_form_shows_derived_values_as_derived(client_for, pathologist):
+    from cases.models import Case
+
+    client = client_for(pathologist)
+    assert 'name="confirm_stage"' not in client.get("/cases/new/").content.decode()
+    _post(client, "/cases/new/", case_id="DERIVE-0", clinical_t="T2", clinical_n="N1", er_status="positive",
+          pr_status="negative")
+    case = Case.objects.get(case_id="DERIVE-0")
+    assert (case.clinical_stage, case.hr_status) == ("II", "positive")
+    html = client.get("/cases/DERIVE-0/edit/").content.decode()
+    # not pre-selected as if entered: the blank choice is selected and says what it gives
+    stage = re.search(r'<select name="clinical_stage"[^>]*>(.*?)</select>', html, re.S).group(1)
+    assert '<option value="" selected>derived: II (IIB)</option>' in stage and 'value="II" selected' not in stage
+    hr = re.search(r'<select name="hr_status"[^>]*>(.*?)</select>', html, re.S).group(1)
+    assert '<option value="" selected>derived: positive</option>' in hr
+    assert "(derived from T2 N1: IIB)" in client.get("/cases/DERIVE-0/").content.decode()
+
+
+@pytest.mark.django_db
+def test_derived_values_follow_their_inputs_but_entered_ones_stay(client_for, pathologist):
+    from cases.models import Case
+
+    client = client_for(pathologist)
+    _post(client, "/cases/new/", case_id="DERIVE-1", clinical_t="T2", clinical_n="N1", er_status="positive",
+          pr_status="negative")
+    case = Case.objects.get(case_id="DERIVE-1")
+    # derived (left blank, as the form shows them): stage and HR follow new T/N and ER/PR
+    _post(client, "/cases/DERIVE-1/edit/", clinical_t="T2", clinical_n="N2", er_status="negative", pr_status="negative")
+    case.refresh_from_db()
+    assert (case.clinical_stage, case.hr_status) == ("III", "negative")
+    # a value chosen by hand is never silently re-derived: II with T3 N1 is a contradiction to confirm
+    response = _post(client, "/cases/DERIVE-1/edit/", clinical_t="T3", clinical_n="N1", clinical_stage="II",
+                     er_status="negative", pr_status="negative")
+    assert response.status_code == 400 and "Stage II contradicts T3 N1" in response.content.decode()
+    _post(client, "/cases/DERIVE-1/edit/", clinical_t="T3", clinical_n="N1", clinical_stage="II",
+          er_status="negative", pr_status="negative", confirm_stage="on")
+    case.refresh_from_db()
+    assert case.clinical_stage == "II"
+    html = client.get("/cases/DERIVE-1/edit/").content.decode()
+    stage = re.search(r'<select name="clinical_stage"[^>]*>(.*?)</select>', html, re.S).group(1)
+    assert '<option value="II" selected>II</option>' in stage and "derived: III (IIIA)" in stage
+    # new T/N: the entered stage stays, and contradicts them: confirm again
+    response = _post(client, "/cases/DERIVE-1/edit/", clinical_t="T4", clinical_n="N1", clinical_stage="II",
+                     er_status="negative", pr_status="negative")
+    assert response.status_code == 400
+    case.refresh_from_db()
+    assert (case.clinical_t, case.clinical_stage) == ("T3", "II")
 
 
 @pytest.mark.django_db
@@ -116,26 +180,3 @@ def test_case_whose_inputs_become_complete_gets_scored(client_for, pathologist, 
     assert score.status == ScoreStatus.SCORED and score.risk_group in {"Low", "Medium", "High"}
     phantom_case.refresh_from_db()
     assert phantom_case.clinical_stage == "II" and phantom_case.hr_status == "positive"
-
-
-@pytest.mark.django_db
-def test_derived_values_follow_their_inputs_but_given_ones_stay(client_for, pathologist):
-    from cases.models import Case
-
-    client = client_for(pathologist)
-    _post(client, "/cases/new/", case_id="DERIVE-1", clinical_t="T2", clinical_n="N1", er_status="positive",
-          pr_status="negative")
-    case = Case.objects.get(case_id="DERIVE-1")
-    assert (case.clinical_stage, case.hr_status) == ("II", "positive")
-    # derived: stage and HR follow new T/N and ER/PR
-    _post(client, "/cases/DERIVE-1/edit/", clinical_t="T2", clinical_n="N2", clinical_stage="II",
-          er_status="negative", pr_status="negative", hr_status="positive")
-    case.refresh_from_db()
-    assert (case.clinical_stage, case.hr_status) == ("III", "negative")
-    # given by hand (differs from the derived III): kept when T/N change
-    _post(client, "/cases/DERIVE-1/edit/", clinical_t="T2", clinical_n="N2", clinical_stage="II",
-          er_status="negative", pr_status="negative", hr_status="negative")
-    _post(client, "/cases/DERIVE-1/edit/", clinical_t="T3", clinical_n="N2", clinical_stage="II",
-          er_status="negative", pr_status="negative", hr_status="negative")
-    case.refresh_from_db()
-    assert case.clinical_stage == "II"

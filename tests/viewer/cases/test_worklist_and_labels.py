@@ -50,6 +50,29 @@ def test_worklist_columns_sort(client_for, pathologist, case):
 
 
 @pytest.mark.django_db
+def test_age_stage_and_hr_columns_sort_like_the_others(client_for, pathologist, case):
+    from cases.models import Case
+
+    Case.objects.create(case_id="OLD-III", age=70, clinical_t="T3", clinical_n="N1", clinical_stage="III",
+                        hr_status="negative")
+    Case.objects.create(case_id="YOUNG-I", age=33, clinical_t="T1", clinical_n="N0", clinical_stage="I")
+    Case.objects.create(case_id="UNKNOWN")  # no age, stage or HR: last either way
+    client = client_for(pathologist)
+    html = client.get("/").content.decode()
+    for key in ("age", "stage", "hr"):
+        assert f'href="?sort={key}"' in html, key  # a sortable header, like Score
+    assert _rows(client.get("/?sort=age").content.decode()) == ["YOUNG-I", "CASE-1", "OLD-III", "UNKNOWN"]
+    descending = client.get("/?sort=-age").content.decode()
+    assert _rows(descending) == ["OLD-III", "CASE-1", "YOUNG-I", "UNKNOWN"]
+    assert re.search(r'<th scope="col" aria-sort="descending"><a href="\?sort=age">Age</a>', descending)
+    assert _rows(client.get("/?sort=stage").content.decode()) == ["YOUNG-I", "CASE-1", "OLD-III", "UNKNOWN"]
+    assert _rows(client.get("/?sort=-stage").content.decode()) == ["OLD-III", "CASE-1", "YOUNG-I", "UNKNOWN"]
+    # negative, positive, then unknown (by case id)
+    assert _rows(client.get("/?sort=hr").content.decode()) == ["OLD-III", "CASE-1", "UNKNOWN", "YOUNG-I"]
+    assert _rows(client.get("/?sort=-hr").content.decode())[:2] == ["CASE-1", "OLD-III"]
+
+
+@pytest.mark.django_db
 def test_worklist_thumbnails(client_for, pathologist, he_slide):
     html = client_for(pathologist).get("/").content.decode()
     assert f"/slides/{he_slide.pk}/thumbnail.jpg?size=96" in html
@@ -78,7 +101,7 @@ def test_attribution_table_shows_categorical_values_and_plain_names(client_for, 
     assert "negative" in row and '· hr_status"' in row and "Hormone-receptor status" in row
     row = re.search(r'<tr data-feature="he_T_L_meanEdgeLength">(.*?)</tr>', html).group(1)
     assert "12.3" in row and "mean edge length, tumour → lymphocyte" in row and "µm" in row
-    assert ">tumour→lymphocyte mean edge <" in row  # the short name shown, the full one and raw name on hover
+    assert ">tumour → lymphocyte mean edge <" in row  # the short name shown, the full one and raw name on hover
 
 
 @pytest.mark.django_db

@@ -19,7 +19,8 @@ def test_scoring_without_inputs_is_not_scored(client_for, pathologist, phantom_c
     job = job_run(job_enqueue(kind=JobKind.SCORE_CASE, case=phantom_case).pk)
     assert job.status == "succeeded"  # the job itself ran fine ...
     assert job.outcome == "not_scored" and job.outcome_display == "Not scored"  # ... but the case has no score
-    assert job.message.startswith("Not scored: The model needs") and "ihc inputs" in job.message
+    assert job.message == ("Not scored: needs the H&E slide's cell analysis (not run yet) and the HER2 IHC slide's "
+                           "cell analysis (not run yet).")
     data = client_for(pathologist).get(f"/api/jobs/?case={phantom_case.pk}").json()
     row = (data.get("results") or data)[0]
     assert row["outcome"] == "not_scored" and row["outcome_display"] == "Not scored"
