@@ -74,7 +74,7 @@ def analyze_slide(job, context) -> dict:
     # A job may name its segmenter (the demo's synthetic phantom: "classical"); else LADDER_SEGMENTER.
     segmenter = segmenter_for(stain=slide.stain, choice=job.params.get("segmenter"), log=context.log)
     info = segmenter.info
-    context.log(f"segmenter {info.name} {info.version}{' (approximate)' if info.approximate else ''}"
+    context.log(f"segmenter {info.name} (version {info.version}){' (approximate)' if info.approximate else ''}"
                 f"{', weights ' + info.weights if info.weights else ''}")
     out_dir, relative = run_dir_new(slide=slide)
     try:

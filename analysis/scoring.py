@@ -191,6 +191,9 @@ def case_missing_inputs(case, *, groups) -> list[str]:
             parts.append(f"the {stain.label} slide's features (not computed: {features.reason or 'see its analysis'})")
         elif job is not None and job.status == JobStatus.FAILED:
             parts.append(f"the {stain.label} slide's cell analysis (it failed: {job.error or 'see its job'})")
+        elif not slide.mpp_x:
+            parts.append(f"the {stain.label} slide's cell analysis (set the slide's resolution, µm per "
+                         f"pixel, in the Slides list first: the file does not say it)")
         else:
             parts.append(f"the {stain.label} slide's cell analysis (not run yet)")
     return parts

@@ -6,17 +6,20 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from analysis.models import Job, JobKind
+from analysis.models import Job, JobKind, JobStatus
 from analysis.registration import registration_enqueue
 from analysis.services import analysis_enqueue
 from cases.models import Case, Slide, SlideAlignment, SlideStatus, Stain
 
 
-def slide_ready(*, slide: Slide, user=None, analyse: bool = True) -> None:
+def slide_ready(*, slide: Slide, user=None, automatic: bool = True) -> None:
     """A slide became ready to view (imported, or its conversion job finished): its analysis starts
-    (LADDER_AUTO_ANALYSE; the score follows the analyses) and a completed H&E/IHC pair is paired."""
-    if analyse:
-        slide_auto_analyse(slide=slide, user=user)
+    (LADDER_AUTO_ANALYSE; the score follows the analyses) and a completed H&E/IHC pair is paired
+    and registered. `automatic=False` (the demo, which queues its own): only the alignment row."""
+    if not automatic:
+        alignment_ensure_default(case=slide.case)
+        return
+    slide_auto_analyse(slide=slide, user=user)
     slide_pair_check(case=slide.case, user=user)
 
 
@@ -40,6 +43,18 @@ def slide_pair_check(*, case: Case, user=None) -> SlideAlignment | None:
         # the job runs after this commits
         registration_enqueue(case=case, user=user, reason="the case got its second slide")
     return alignment
+
+
+def registration_after_resolution(*, case: Case, user=None) -> Job | None:
+    """The automatic registration that failed for want of a resolution runs again once both
+    slides have one (a user set it in the Slides list)."""
+    fixed, moving = case.slide_for(Stain.HE), case.slide_for(Stain.IHC)
+    if not (settings.LADDER_AUTO_REGISTER and fixed and moving and fixed.mpp_x and moving.mpp_x):
+        return None
+    last = Job.objects.filter(case=case, kind=JobKind.REGISTER_PAIR).order_by("-created_at").first()
+    if last is None or last.status != JobStatus.FAILED or "no known resolution" not in last.error:
+        return None
+    return registration_enqueue(case=case, user=user, reason="the slides' resolution was set")
 
 
 def alignment_default_scale(fixed: Slide, moving: Slide) -> float:

@@ -23,8 +23,68 @@ function dropFinishedJobMessages(jobs) {
   if (box && !box.children.length) box.remove();
 }
 
+// A finished job that changes what the page shows (cells, score, a converted slide, the
+// registration): the page says so and offers to show the results, keeping the viewer's place.
+// It never reloads by itself: the pathologist may be drawing or writing a review.
+const PAGE_KINDS = new Set(["analyze_slide", "score_case", "convert_slide", "register_pair"]);
+const lastStatus = new Map(); // job id -> status seen last
+const finishedHere = [];
+const viewKey = list ? `ladder-case-view-${list.dataset.case}` : "";
+
+let firstList = true;
+
+function noteFinished(jobs) {
+  for (const job of jobs) {
+    const before = lastStatus.get(job.id);
+    lastStatus.set(job.id, job.status);
+    if (firstList) continue; // what the page was rendered with
+    // active when seen last, or new since the page opened (a short job may be done before its first push)
+    const wasActive = before === undefined || before === "queued" || before === "running";
+    if (wasActive && (job.status === "succeeded" || job.status === "failed") && PAGE_KINDS.has(job.kind)) {
+      finishedHere.push(`${job.kind_display}${job.slide_name ? ` of ${job.slide_name}` : ""} ${job.status === "failed" ? "failed" : "finished"}`);
+    }
+  }
+  firstList = false;
+  if (!finishedHere.length) return;
+  let note = document.getElementById("page-stale");
+  if (!note) {
+    note = document.createElement("div");
+    note.id = "page-stale";
+    note.className = "page-stale";
+    note.setAttribute("role", "status");
+    const text = document.createElement("span");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = "Show the new results";
+    button.addEventListener("click", () => {
+      try {
+        const state = window.caseViewer?.getState();
+        if (state) sessionStorage.setItem(viewKey, JSON.stringify(state));
+      } catch (error) { /* no storage: the page opens at the default view */ }
+      location.reload();
+    });
+    note.append(text, " ", button);
+    (document.querySelector("aside.sidepanel") || list.closest(".card") || document.body).prepend(note);
+  }
+  note.querySelector("span").textContent = `${finishedHere.join("; ")}.`;
+}
+
+function restoreView() {
+  // after "Show the new results": back to where the pathologist was looking
+  let saved = null;
+  try {
+    saved = JSON.parse(sessionStorage.getItem(viewKey) || "null");
+    sessionStorage.removeItem(viewKey);
+  } catch (error) { return; }
+  if (!saved) return;
+  const apply = (viewer) => viewer?.ready?.then(() => viewer.setState(saved, { animate: false })).catch(() => {});
+  if (window.caseViewer) apply(window.caseViewer);
+  else document.addEventListener("caseviewer:ready", (event) => apply(event.detail), { once: true });
+}
+
 function render(jobs) {
   dropFinishedJobMessages(jobs);
+  noteFinished(jobs);
   const canEdit = list.dataset.canEdit === "1";
   list.replaceChildren(...(jobs.length ? jobs : [null]).map((job) => {
     const li = document.createElement("li");
@@ -126,5 +186,6 @@ function refresh() {
 }
 
 if (list) {
+  restoreView();
   if ("WebSocket" in window && list.dataset.case) connect(); else startPolling();
 }

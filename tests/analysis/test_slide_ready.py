@@ -60,3 +60,27 @@ def test_an_upload_without_resolution_waits_for_it(auto_analyse, client_for, pat
     assert "Its analysis has started" in page.content.decode()
     (job,) = _analyses(slide)
     assert job.status == JobStatus.QUEUED and job.created_by == pathologist
+
+
+def test_a_registration_that_waited_for_the_resolution_runs_again(settings, client_for, pathologist, case):
+    """Two PNGs (no µm/px): the automatic registration fails saying so; once a user sets both
+    resolutions it is queued again by itself."""
+    settings.LADDER_AUTO_REGISTER = True
+    client = client_for(pathologist)
+    for stain, seed in (("he", 4), ("ihc", 5)):
+        pixels = np.random.default_rng(seed).integers(120, 250, (300, 400, 3), dtype=np.uint8)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="PNG")
+        response = client.post("/api/slides/", {"case": case.pk, "stain": stain,
+                                                "file": SimpleUploadedFile(f"{stain}.png", buffer.getvalue())})
+        assert response.status_code == 202, response.content
+    worker_loop(once=True, poll_seconds=0.1)  # both conversions, then the registration, which fails
+    (failed,) = Job.objects.filter(kind=JobKind.REGISTER_PAIR)
+    assert failed.status == JobStatus.FAILED and "no known resolution" in failed.error
+    he, ihc = Slide.objects.order_by("id")
+    slide_set_mpp(slide=he, mpp=0.5)
+    assert Job.objects.filter(kind=JobKind.REGISTER_PAIR).count() == 1  # the IHC still has none
+    slide_set_mpp(slide=ihc, mpp=0.5)
+    again = Job.objects.filter(kind=JobKind.REGISTER_PAIR).order_by("-created_at").first()
+    assert again.pk != failed.pk and again.status == JobStatus.QUEUED
+    assert again.params["reason"] == "the slides' resolution was set"

@@ -16,6 +16,7 @@ import pytest
 
 from tests.e2e.test_annotations import _open_demo_case, _stage
 from tests.e2e.test_overlays import _open, _settle, analysed_case  # noqa: F401 (fixture)
+from tests.e2e.test_pathologist_pages import _wait_jobs_done
 
 pytestmark = pytest.mark.e2e
 
@@ -297,3 +298,36 @@ def test_messages_case_page_layout_form_and_worklist(analysed_case, browser, liv
     finally:
         context.close()
     assert errors == [], errors
+
+
+def test_a_finished_job_offers_its_results_and_keeps_the_view(logged_in_page, live_site):
+    """The case page said nothing when an analysis or a score finished: now it says so, and
+    "Show the new results" reloads the page at the same place on the slide."""
+    page, url = logged_in_page, live_site["url"]
+    _open_demo_case(page, url)
+    _wait_jobs_done(page)  # the demo's own analyses first: their end would show the note too
+    page.reload(wait_until="domcontentloaded")
+    _open_demo_case(page, url)
+    case = page.evaluate("() => JSON.parse(document.getElementById('case-viewer-config').textContent).caseId")
+    state = page.evaluate("""() => { const s = window.caseViewer.getState();
+        const next = {center: {x: s.center.x + 300, y: s.center.y + 200}, zoom: s.zoom * 3, rotation: 0};
+        window.caseViewer.setState(next, {animate: false}); return window.caseViewer.getState(); }""")
+    csrf = next(c["value"] for c in page.context.cookies() if c["name"] == "csrftoken")
+    headers = {"X-CSRFToken": csrf, "Content-Type": "application/json", "Referer": url}
+    age = page.request.get(f"{url}/api/cases/{case}/").json()["age"]
+    try:
+        # a clinical edit re-scores the case: a score job runs in the server's worker
+        changed = page.request.patch(f"{url}/api/cases/{case}/", headers=headers, data={"age": age + 1})
+        assert changed.status == 200, changed.text()
+        page.wait_for_selector("#page-stale", timeout=180000)
+        assert "HER2-LADDER score finished" in page.inner_text("#page-stale")
+        page.click("#page-stale button")
+        page.wait_for_load_state("domcontentloaded")
+        page.wait_for_function("window.caseViewer !== undefined", timeout=60000)
+        page.evaluate("() => window.caseViewer.ready")
+        page.wait_for_function("""(want) => { const s = window.caseViewer.getState();
+            return Math.abs(s.zoom / want.zoom - 1) < 1e-3 && Math.abs(s.center.x - want.center.x) < 1; }""",
+                               arg=state, timeout=15000)
+        assert page.locator("#page-stale").count() == 0
+    finally:
+        page.request.patch(f"{url}/api/cases/{case}/", headers=headers, data={"age": age})

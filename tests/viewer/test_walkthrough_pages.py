@@ -137,6 +137,12 @@ def test_missing_inputs_say_which_analysis(case):
                               width=100, height=100)
     ihc = Slide.objects.create(case=case, stain="ihc", name="ihc.tif", source_path="/x/ihc.tif", status="converting",
                                width=100, height=100)
+    # a ready slide whose file does not say its resolution waits for a user to set it
+    assert case_missing_inputs(case, groups=["he"]) == [
+        "the H&E slide's cell analysis (set the slide's resolution, µm per pixel, in the Slides list first: "
+        "the file does not say it)"]
+    he.mpp_x = he.mpp_y = 0.5
+    he.save()
     assert case_missing_inputs(case, groups=["he", "ihc", "clinical"]) == [
         "the H&E slide's cell analysis (not run yet)",
         "the HER2 IHC slide's cell analysis (the slide is still being converted)",

@@ -811,8 +811,8 @@ def _check_source(source: SlideSource, role: str) -> None:
     if source.mpp is None or not (isinstance(source.mpp, (int, float)) and math.isfinite(source.mpp)
                                   and source.mpp > 0):
         raise UnknownResolutionError(
-            f"the {role} slide ({source.name}) has no known resolution (microns per pixel); set it on the "
-            f"slide page, then run the registration again")
+            f"the {role} slide ({source.name}) has no known resolution (microns per pixel); set it in the "
+            f"case page's Slides list (the registration then runs again by itself)")
     if source.width < 16 or source.height < 16:
         raise RegistrationError(f"the {role} slide ({source.name}) is only {source.width}x{source.height} px")
 

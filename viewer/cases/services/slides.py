@@ -12,7 +12,12 @@ from django.utils import timezone
 from django.db import transaction
 
 from analysis.conversion import convert_plain_image, converted_path
-from analysis.slide_ready import alignment_default_scale, slide_auto_analyse, slide_ready
+from analysis.slide_ready import (
+    alignment_default_scale,
+    registration_after_resolution,
+    slide_auto_analyse,
+    slide_ready,
+)
 from analysis.core.slides.reader import SlideError, UnsupportedSlideError, file_checksum, read_slide_metadata
 from analysis.models import JobKind
 from analysis.services import job_enqueue
@@ -102,14 +107,15 @@ def _slide_queue_conversion(*, case, stain, source: Path, checksum: str, user, n
 
 
 def slide_import(*, case: Case, stain: str, path: str | os.PathLike, user=None, name: str | None = None,
-                 defer_conversion: bool = False, analyse: bool = True) -> Slide:
+                 defer_conversion: bool = False, automatic: bool = True) -> Slide:
     """Import one slide file into a case: checks, metadata, conversion of plain images.
 
     Either the slide is created ready to view, or SlideImportError is raised and nothing
     is left behind (no row, no converted file). With `defer_conversion` (web requests), a plain
     image not converted before is created with status "converting" and a conversion job
-    (analysis.conversion): the request never decodes the image. `analyse=False` keeps the slide
-    out of the automatic analysis (the demo queues its own, with the phantom's segmenter).
+    (analysis.conversion): the request never decodes the image. `automatic=False` keeps the slide
+    out of the automatic analysis and registration (the demo queues its own analyses, with the
+    phantom's segmenter, and sets the phantom's true alignment).
     """
     if stain not in Stain.values:
         raise SlideImportError(f"unknown stain '{stain}': use one of {', '.join(Stain.values)}")
@@ -148,10 +154,10 @@ def slide_import(*, case: Case, stain: str, path: str | os.PathLike, user=None, 
     # Slow work (checksum, conversion) is done; the database writes are short and all-or-nothing.
     with transaction.atomic():
         return _slide_create(case=case, stain=stain, source=source, served=served, checksum=checksum,
-                             metadata=metadata, converted=converted, user=user, name=name, analyse=analyse)
+                             metadata=metadata, converted=converted, user=user, name=name, automatic=automatic)
 
 
-def _slide_create(*, case, stain, source, served, checksum, metadata, converted, user, name, analyse) -> Slide:
+def _slide_create(*, case, stain, source, served, checksum, metadata, converted, user, name, automatic) -> Slide:
     slide = Slide.objects.create(
         case=case,
         stain=stain,
@@ -176,7 +182,7 @@ def _slide_create(*, case, stain, source, served, checksum, metadata, converted,
     )
     audit_record(user=user, action="slide.import", case=case, slide=slide,
                  detail={"source": str(source), "checksum": checksum, "converted": converted})
-    slide_ready(slide=slide, user=user, analyse=analyse)
+    slide_ready(slide=slide, user=user, automatic=automatic)
     return slide
 
 
@@ -231,7 +237,8 @@ def slide_set_mpp(*, slide: Slide, mpp: float, user=None) -> Slide:
     slide.save(update_fields=["mpp_x", "mpp_y", "mpp_source", "updated_at"])
     audit_record(user=user, action="slide.set_mpp", case=slide.case, slide=slide,
                  detail={"before": before, "after": slide.mpp_x})
-    slide_auto_analyse(slide=slide, user=user)  # its resolution was what it waited for
+    slide_auto_analyse(slide=slide, user=user)  # its resolution was what they waited for
+    registration_after_resolution(case=slide.case, user=user)
     return slide
 
 

@@ -86,7 +86,7 @@ class Command(BaseCommand):
             if not case.slides.filter(stain=stain, source_path=str(path.resolve())).exists():
                 case.slides.filter(stain=stain).delete()  # an older phantom: replace it
                 slide_import(case=case, stain=stain, path=path, name=f"phantom-{stain}.tif",
-                             analyse=False)  # queued below, with the phantom's segmenter
+                             automatic=False)  # analyses queued below, alignment set to the truth
         self._align_to_truth(case, pair.ihc_transform)
         return case
 
