@@ -133,9 +133,15 @@ def pair_label(pair: str) -> str:
 
 
 def pair_colour(pair: str, index: int) -> str:
+    """Same-type pairs: their type's colour; cross-type pairs: one of CROSS_COLOURS each, counted
+    among the stain's cross pairs only (10 on H&E, 6 on IHC), so no two share a colour."""
     a, _, b = pair.partition("-")
     if a == b and a in TYPE_COLOURS:
         return TYPE_COLOURS[a]
+    for types in STAIN_PAIR_TYPES.values():
+        cross = [f"{x}-{y}" for i, x in enumerate(types) for y in types[i + 1:]]
+        if pair in cross:
+            return CROSS_COLOURS[cross.index(pair)]
     return CROSS_COLOURS[index % len(CROSS_COLOURS)]
 
 

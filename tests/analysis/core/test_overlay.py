@@ -243,3 +243,13 @@ def test_density_ramps_differ_per_class_and_empty_is_transparent(run):
     assert r > g > b  # tumour vermillion stays orange-red at the top, not navy/yellow
     navy = ov.hex_rgb("#00224E")
     assert all(tuple(c) != navy for c in tumour_rgb[1:256])
+
+
+@pytest.mark.parametrize("stain", ["he", "ihc"])
+def test_every_edge_pair_of_a_stain_has_its_own_colour(stain):
+    """A fresh-clone walk found Tumour–Stroma and Lymphocyte–Macrophage both #332288."""
+    from analysis.core.overlay import pair_colour, pair_types
+
+    pairs = pair_types(stain)
+    colours = [pair_colour(pair, index) for index, pair in enumerate(pairs)]
+    assert len(set(colours)) == len(pairs), dict(zip(pairs, colours))
