@@ -55,6 +55,7 @@ def _wait(condition, seconds: float = 60.0):
 
 
 def test_worker_dies_with_a_killed_server(child_env):
+    child_env = {**child_env, "LADDER_JOB_BACKEND": "embedded"}  # the scale-out run too: serve's own worker
     server = subprocess.Popen([sys.executable, "manage.py", "serve", "--port", str(_free_port())],
                               cwd=PROJECT_ROOT, env=child_env, start_new_session=True)
     try:
