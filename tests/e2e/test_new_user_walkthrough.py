@@ -7,21 +7,15 @@ Screenshots of the pages at 1280x800 and 1920x1080 go to $LADDER_E2E_SHOTS (defa
 temporary folder)."""
 from __future__ import annotations
 
-import os
 import re
-import tempfile
-from pathlib import Path
 
 import pytest
 
 from tests.e2e.test_annotations import _open_demo_case, _stage
 from tests.e2e.test_overlays import _open, _settle, analysed_case  # noqa: F401 (fixture)
-from tests.e2e.test_pathologist_pages import _wait_jobs_done
+from tests.e2e.test_pathologist_pages import SHOTS, SIZES, _login, _shots, _wait_jobs_done
 
 pytestmark = pytest.mark.e2e
-
-SHOTS = Path(os.environ.get("LADDER_E2E_SHOTS") or tempfile.mkdtemp(prefix="ladder-shots-"))
-SIZES = [(1280, 800), (1920, 1080)]
 
 
 def _zooms(page) -> list[float]:
@@ -154,28 +148,6 @@ def test_magnification_keys_menu_escape_and_tooltip(analysed_case, logged_in_pag
     page.evaluate("() => window.caseOverlays.setVisible(0, 'cells', false)")
 
 
-def _login(browser, live_site, size=(1280, 800)):
-    context = browser.new_context(viewport={"width": size[0], "height": size[1]})
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.goto(f"{live_site['url']}/accounts/login/")
-    page.fill("#id_username", "pathologist")
-    page.fill("#id_password", live_site["logins"]["pathologist"])
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{live_site['url']}/")
-    return context, page, errors
-
-
-def _shots(page, name: str) -> None:
-    for width, height in SIZES:
-        page.set_viewport_size({"width": width, "height": height})
-        page.wait_for_timeout(400)
-        page.screenshot(path=str(SHOTS / f"{name}-{width}x{height}.png"))
-        assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth + 1"), name
-    page.set_viewport_size({"width": 1280, "height": 800})
-
-
 # What a flash message must never cover: headings and the slide viewer with its controls.
 MESSAGE_COVERS_JS = """() => {
   const box = document.querySelector('.messages');
@@ -223,7 +195,7 @@ WATERFALL_JS = """() => {
 
 def test_messages_case_page_layout_form_and_worklist(analysed_case, browser, live_site):  # noqa: F811
     url = live_site["url"]
-    context, page, errors = _login(browser, live_site)
+    context, page, errors = _login(browser, live_site, "pathologist")
     try:
         # -- worklist: the search box shows its whole placeholder; Age, Stage and HR sort
         fits = page.evaluate("""() => { const input = document.querySelector('input[name=q]');
