@@ -53,6 +53,24 @@ def _snapshot(alignment: SlideAlignment) -> dict:
     return {**{k: float(getattr(alignment, k)) for k in ALIGNMENT_FIELDS}, "source": alignment.source}
 
 
+def alignment_default_scale(fixed: Slide, moving: Slide) -> float:
+    if fixed.mpp_x and moving.mpp_x:
+        return fixed.mpp_x / moving.mpp_x
+    return 1.0
+
+
+def alignment_ensure_default(*, case: Case) -> SlideAlignment | None:
+    """Make sure the case's H&E/IHC pair has an alignment row (identity at physical scale) once
+    both slides are ready (a slide still converting has no size or resolution yet)."""
+    fixed, moving = case_pair(case)
+    if fixed is None or moving is None or fixed.status != SlideStatus.READY or moving.status != SlideStatus.READY:
+        return None
+    alignment, _ = SlideAlignment.objects.get_or_create(
+        case=case, fixed=fixed, moving=moving, defaults={"scale": alignment_default_scale(fixed, moving)}
+    )
+    return alignment
+
+
 def registration_enqueue(*, case: Case, user=None, reason: str = "requested") -> Job:
     """Queue the automatic registration of the case's H&E / IHC pair (or return the one queued/running).
 
@@ -67,9 +85,7 @@ def registration_enqueue(*, case: Case, user=None, reason: str = "requested") ->
     running = Job.objects.filter(case=case, kind=JobKind.REGISTER_PAIR, status__in=ACTIVE_STATUSES).first()
     if running is not None:
         return running
-    alignment, _ = SlideAlignment.objects.get_or_create(
-        case=case, fixed=fixed, moving=moving,
-        defaults={"scale": (fixed.mpp_x / moving.mpp_x) if fixed.mpp_x and moving.mpp_x else 1.0})
+    alignment = alignment_ensure_default(case=case)
     params = {"alignment": alignment.pk, "fixed": fixed.pk, "moving": moving.pk, "reason": reason,
               "alignment_when_queued": _snapshot(alignment)}
     return job_enqueue(kind=JobKind.REGISTER_PAIR, case=case, params=params, user=user, max_attempts=1)

@@ -7,9 +7,9 @@ from __future__ import annotations
 from django.conf import settings
 
 from analysis.models import Job, JobKind, JobStatus
-from analysis.registration import registration_enqueue
+from analysis.registration import alignment_ensure_default, case_pair, registration_enqueue
 from analysis.services import analysis_enqueue
-from cases.models import Case, Slide, SlideAlignment, SlideStatus, Stain
+from cases.models import Case, Slide, SlideAlignment, SlideStatus
 
 
 def slide_ready(*, slide: Slide, user=None, automatic: bool = True) -> None:
@@ -48,28 +48,10 @@ def slide_pair_check(*, case: Case, user=None) -> SlideAlignment | None:
 def registration_after_resolution(*, case: Case, user=None) -> Job | None:
     """The automatic registration that failed for want of a resolution runs again once both
     slides have one (a user set it in the Slides list)."""
-    fixed, moving = case.slide_for(Stain.HE), case.slide_for(Stain.IHC)
+    fixed, moving = case_pair(case)
     if not (settings.LADDER_AUTO_REGISTER and fixed and moving and fixed.mpp_x and moving.mpp_x):
         return None
     last = Job.objects.filter(case=case, kind=JobKind.REGISTER_PAIR).order_by("-created_at").first()
     if last is None or last.status != JobStatus.FAILED or "no known resolution" not in last.error:
         return None
     return registration_enqueue(case=case, user=user, reason="the slides' resolution was set")
-
-
-def alignment_default_scale(fixed: Slide, moving: Slide) -> float:
-    if fixed.mpp_x and moving.mpp_x:
-        return fixed.mpp_x / moving.mpp_x
-    return 1.0
-
-
-def alignment_ensure_default(*, case: Case) -> SlideAlignment | None:
-    """Make sure the case's H&E/IHC pair has an alignment row (identity at physical scale) once
-    both slides are ready (a slide still converting has no size or resolution yet)."""
-    fixed, moving = case.slide_for(Stain.HE), case.slide_for(Stain.IHC)
-    if fixed is None or moving is None or fixed.status != SlideStatus.READY or moving.status != SlideStatus.READY:
-        return None
-    alignment, _ = SlideAlignment.objects.get_or_create(
-        case=case, fixed=fixed, moving=moving, defaults={"scale": alignment_default_scale(fixed, moving)}
-    )
-    return alignment

@@ -20,7 +20,7 @@ from analysis.registration import (
     registration_enqueue,
 )
 from analysis.services import JobStateError, analysis_enqueue
-from analysis.slide_ready import alignment_ensure_default
+from analysis.registration import alignment_ensure_default
 from cases.models import Case, Slide, SlideStatus
 from viewer.cases import selectors
 from viewer.api import schema as docs

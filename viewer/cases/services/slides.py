@@ -12,8 +12,8 @@ from django.utils import timezone
 from django.db import transaction
 
 from analysis.conversion import convert_plain_image, converted_path
+from analysis.registration import alignment_default_scale
 from analysis.slide_ready import (
-    alignment_default_scale,
     registration_after_resolution,
     slide_auto_analyse,
     slide_ready,

@@ -12,7 +12,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from cases.models import Case, Role, SlideAlignment, Stain
 from cases.roles import roles_ensure_groups
-from analysis.slide_ready import alignment_ensure_default
+from analysis.registration import alignment_ensure_default
 from viewer.cases.services.slides import slide_import
 
 DEMO_CASE_ID = "DEMO-001"
