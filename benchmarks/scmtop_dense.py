@@ -1,11 +1,12 @@
 """Benchmark (on demand): sc-MTOP per-cell outputs on a dense case, igraph/qhull path vs fast kernels.
 
 The fast path is what the code runs today: graph metrics from one numba BFS sweep
-(analysis/core/graph/fast_metrics.py) and nucleus features with the exact integer hull
-count (analysis/core/cells/convex.py) in worker processes. The "igraph" variant puts the
-previous path back in the same code (igraph's four all-pairs calls, skimage/qhull hull,
-one process), so both run back to back in fresh subprocesses, same machine, same run, and
-every CSV is sha256-compared between them (they must be byte-identical).
+(analysis/core/graph/fast_metrics.py) and nucleus features batched
+(analysis/core/cells/features_batch.py, exact integer hull count) in worker processes. The
+"igraph" variant puts the previous path back in the same code (igraph's four all-pairs
+calls, regionprops nucleus by nucleus with skimage/qhull hull, one process), so both run
+back to back in fresh subprocesses, same machine, same run, and every CSV is
+sha256-compared between them (they must be byte-identical).
 
 The dense input is NOT in the repository (17 MB JSON + 250 MB TIFF). `build` makes it from
 ../shared/data/slides/her2st-C2-HE.jpg (box x 3000, y 3500, 5200 x 4500 px, classical
@@ -111,6 +112,7 @@ def child(variant: str, spec: dict, out_dir: Path) -> dict:
         serial = features.nucleus_features
         graphs.metrics_from_igraph = igraph_metrics
         features.convex_area = lambda img: int(np.sum(convex_hull_image(img)))
+        features._MEASURE = features.measure_each  # nucleus by nucleus through regionprops
         scmtop.nucleus_features = lambda **kw: serial(**kw, workers=1)
     else:
         sweep_metrics(*csr_from_edges(2, [0], [1]))  # load the numba cache outside the timing
@@ -134,6 +136,7 @@ def run(args) -> None:
         if not Path(spec[key]).is_file():
             sys.exit(f"missing {spec[key]}: run `benchmarks/scmtop_dense.py build` first")
     runs = []
+    load_before = [round(v, 2) for v in os.getloadavg()]
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeats):
             for variant in ("igraph", "fast"):
@@ -148,7 +151,7 @@ def run(args) -> None:
     result = {
         "case": spec["name"],
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform(),
-                    "loadavg_before": [round(v, 2) for v in os.getloadavg()]},
+                    "loadavg_before": load_before},
         "runs": runs,
         "igraph_wall_s": [r["wall_s"] for r in old],
         "fast_wall_s": [r["wall_s"] for r in new],

@@ -32,6 +32,8 @@ import pandas as pd
 from skimage.measure import regionprops
 
 from analysis.core.cells.convex import convex_area
+from analysis.core.cells.features_batch import CROP_MARGIN as _CROP_MARGIN
+from analysis.core.cells.features_batch import CellFeatureError, measure_batch
 
 MORPH_FEATURES = (
     "Morph_Area",
@@ -62,12 +64,6 @@ TEXTURE_FEATURES = (
 )
 
 _XY_SHIFT = 16  # OpenCV drawing.cpp fixed point
-_CROP_MARGIN = 2  # sc-MTOP pads the contour's box by 2 px on each side
-
-
-class CellFeatureError(ValueError):
-    """A nucleus contour or image crop cannot be measured."""
-
 
 def _check_contour(contour: np.ndarray) -> np.ndarray:
     points = np.asarray(contour)
@@ -284,14 +280,25 @@ def openslide_region_reader(*, slide_path: Path) -> tuple[RegionReader, Callable
     return read, slide.close
 
 
-def _measure(args: tuple[list[np.ndarray], list[np.ndarray]]) -> list[dict]:
-    """Morph_* and Texture_* of a chunk of nuclei from their contours and grey crops."""
-    contours, crops = args
+def measure_each(contours: list[np.ndarray], crops: list[np.ndarray]) -> dict[str, np.ndarray]:
+    """Morph_* and Texture_* nucleus by nucleus with the functions above: the definition
+    that features_batch.measure_batch reproduces bit for bit (kept for its tests and benchmark)."""
     rows = []
     for contour, crop in zip(contours, crops):
         mask, _ = nucleus_mask(contour=contour)
         rows.append({**morph_features(contour=contour, mask=mask), **texture_features(gray=crop, mask=mask)})
-    return rows
+    return {name: np.array([row[name] for row in rows]) for name in MORPH_FEATURES + TEXTURE_FEATURES}
+
+
+def _measure(args: tuple[list[np.ndarray], list[np.ndarray]]) -> dict[str, np.ndarray]:
+    """Morph_* and Texture_* columns of a chunk of nuclei from their contours and grey crops."""
+    contours, crops = args
+    if _MEASURE is not None:
+        return _MEASURE(contours, crops)
+    return measure_batch([_check_contour(c) for c in contours], crops)
+
+
+_MEASURE: Callable | None = None  # benchmarks/scmtop_dense.py sets measure_each to time the old path
 
 
 def _default_signals() -> None:
@@ -315,11 +322,12 @@ def nucleus_features(
 
     Pixels come from `read_region` in blocks of about `block_px` so each image tile is
     decoded once, not once per nucleus (sc-MTOP reads one region per nucleus); only this
-    process reads (a forked OpenSlide handle would share its file offset). Masks,
-    regionprops and texture then run in `workers` forked processes (default: the cores
-    this process may use; 1 inside a daemonic process, and serial under 256 nuclei), in
-    contiguous chunks re-assembled in input order: the per-nucleus code is the same, so
-    the table is the same to the bit for any `workers`.
+    process reads (a forked OpenSlide handle would share its file offset). The measures
+    come from features_batch.measure_batch (the functions above, batched, the same doubles)
+    in `workers` forked processes (default: the cores this process may use; 1 inside a
+    daemonic process, and serial under 256 nuclei), in contiguous chunks re-assembled in
+    input order: every value depends only on its own nucleus, so the table is the same to
+    the bit for any `workers`.
     """
     n = len(contours)
     if workers is None:
@@ -347,7 +355,7 @@ def nucleus_features(
                 ox, oy = boxes[m, 0] - x0, boxes[m, 1] - y0
                 crops[m] = gray[oy : oy + boxes[m, 3], ox : ox + boxes[m, 2]].copy()
     if workers <= 1 or n < 256:
-        rows = _measure((list(contours), crops))
+        parts = [_measure((list(contours), crops))] if n else []
     else:
         bounds = np.linspace(0, n, 4 * workers + 1).astype(int)  # a few chunks per worker
         chunks = [(list(contours[a:b]), crops[a:b]) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
@@ -355,14 +363,16 @@ def nucleus_features(
         # exit, so no SIGTERM is needed, whatever handlers the forking process had installed.
         pool = multiprocessing.get_context("fork").Pool(workers, initializer=_default_signals)
         try:
-            rows = [row for part in pool.map(_measure, chunks) for row in part]
+            parts = pool.map(_measure, chunks)
             pool.close()
         except BaseException:
             pool.terminate()
             raise
         finally:
             pool.join()
-    frame = pd.DataFrame(rows, columns=list(MORPH_FEATURES + TEXTURE_FEATURES))
+    names = MORPH_FEATURES + TEXTURE_FEATURES
+    frame = pd.DataFrame({name: np.concatenate([part[name] for part in parts]) if parts else np.zeros(0)
+                          for name in names}, columns=list(names))
     for column in ("Texture_IntensityMax", "Texture_IntensityMin"):
         frame[column] = frame[column].astype(np.int64)
     return frame

@@ -62,8 +62,14 @@ def csr_from_edges(n: int, su: np.ndarray, sv: np.ndarray) -> tuple[np.ndarray, 
 
 
 @njit(cache=True, nogil=True)
-def _one_source(s, indptr, indices, dist, sigma, delta, queue, out_vertex, out_value):
-    """BFS + Brandes back-propagation from s; returns (reached, ecc, sum_d, harmonic)."""
+def _one_source(s, indptr, indices, dist, sigma, delta, queue, parents, n_parents, inverse, out_vertex, out_value):
+    """BFS + Brandes back-propagation from s; returns (reached, ecc, sum_d, harmonic).
+
+    The forward pass records each vertex's BFS parents (in `parents`, at the vertex's own
+    CSR slots), so the backward pass visits parents only instead of testing every
+    neighbour's level. Path counts are whole numbers (exact in doubles whatever the order);
+    the dependencies are added in igraph's order (children in reverse BFS order).
+    """
     queue[0] = s
     dist[s] = 0
     sigma[s] = 1.0
@@ -76,35 +82,40 @@ def _one_source(s, indptr, indices, dist, sigma, delta, queue, out_vertex, out_v
         head += 1
         dv = dist[v]
         if v != s:
-            harmonic += 1.0 / dv
+            harmonic += inverse[dv]  # = 1.0 / dv, the same double, looked up
             sum_d += dv
         nd = dv + 1
         sv = sigma[v]
         for e in range(indptr[v], indptr[v + 1]):
             w = indices[e]
-            if dist[w] < 0:
+            dw = dist[w]
+            if dw < 0:
                 dist[w] = nd
                 queue[tail] = w
                 tail += 1
-            if dist[w] == nd:
+                sigma[w] = sv
+                parents[indptr[w]] = v
+                n_parents[w] = 1
+            elif dw == nd:
                 sigma[w] += sv
+                parents[indptr[w] + n_parents[w]] = v
+                n_parents[w] += 1
     ecc = dist[queue[tail - 1]]
     # Brandes dependencies, vertices in reverse BFS order (igraph's stack).
     for k in range(tail - 1, -1, -1):
         w = queue[k]
         coeff = (1.0 + delta[w]) / sigma[w]
-        pd = dist[w] - 1
-        for e in range(indptr[w], indptr[w + 1]):
-            v = indices[e]
-            if dist[v] == pd:
-                delta[v] += sigma[v] * coeff
+        first = indptr[w]
+        for e in range(first, first + n_parents[w]):
+            v = parents[e]
+            delta[v] += sigma[v] * coeff
         out_vertex[k] = w
         out_value[k] = delta[w]
-        # w's level is never read again (only parents, one level down, are looked up
-        # from here on), so reset it now rather than in another pass.
+        # w is never read again in this sweep (only its parents are, and they come later).
         dist[w] = -1
         sigma[w] = 0.0
         delta[w] = 0.0
+        n_parents[w] = 0
     return tail, ecc, sum_d, harmonic
 
 
@@ -120,6 +131,12 @@ def _sweep(indptr, indices, n_threads, block):
     sigma = np.zeros((n_threads, width), dtype=np.float64)
     delta = np.zeros((n_threads, width), dtype=np.float64)
     queue = np.empty((n_threads, width), dtype=np.int32)
+    parents = np.empty((n_threads, max(indices.size, 1)), dtype=np.int32)
+    n_parents = np.zeros((n_threads, width), dtype=np.int32)
+    inverse = np.empty(width + 1, dtype=np.float64)
+    inverse[0] = 0.0
+    for d in range(1, width + 1):
+        inverse[d] = 1.0 / d
     buf_vertex = np.empty((block, width), dtype=np.int32)
     buf_value = np.empty((block, width), dtype=np.float64)
     buf_len = np.zeros(block, dtype=np.int64)
@@ -130,7 +147,8 @@ def _sweep(indptr, indices, n_threads, block):
             for j in range(t, count, n_threads):
                 s = start + j
                 reached, ecc, sum_d, harm = _one_source(
-                    s, indptr, indices, dist[t], sigma[t], delta[t], queue[t], buf_vertex[j], buf_value[j]
+                    s, indptr, indices, dist[t], sigma[t], delta[t], queue[t], parents[t], n_parents[t], inverse,
+                    buf_vertex[j], buf_value[j],
                 )
                 buf_len[j] = reached
                 eccentricity[s] = ecc

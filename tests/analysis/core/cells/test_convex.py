@@ -1,4 +1,4 @@
-"""convex_area (exact hull pixel count) and the parallel nucleus_features: same values as skimage / serial."""
+"""convex_area (exact hull pixel count) and the parallel nucleus_features: same values as skimage / serial / regionprops."""
 from __future__ import annotations
 
 import json
@@ -57,7 +57,9 @@ def test_nucleus_features_bit_identical_serial_parallel_and_skimage_hull(referen
     try:
         serial = features.nucleus_features(contours=reference_nuclei, read_region=read, workers=1)
         parallel = features.nucleus_features(contours=reference_nuclei, read_region=read, workers=2)
-        monkeypatch.setattr(features, "convex_area", _skimage_count)  # the qhull path it replaced
+        # The path it replaced: nucleus by nucleus through regionprops, skimage's qhull hull.
+        monkeypatch.setattr(features, "convex_area", _skimage_count)
+        monkeypatch.setattr(features, "_MEASURE", features.measure_each)
         qhull = features.nucleus_features(contours=reference_nuclei, read_region=read, workers=1)
     finally:
         close()
