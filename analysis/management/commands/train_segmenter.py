@@ -37,7 +37,7 @@ class Command(BaseCommand):
         from tqdm import tqdm
 
         from analysis.core.cells.segmentation.nucleus_model.data import group_folds, load_tiles
-        from analysis.core.cells.segmentation.nucleus_model.evaluation import score_tiles
+        from analysis.core.cells.segmentation.nucleus_model.evaluation import pool_fold_scores, score_tiles
         from analysis.core.cells.segmentation.nucleus_model.inference import LoadedModel, segment_rgb
         from analysis.core.cells.segmentation.nucleus_model.training import TrainConfig, save_weights, train_model
         from analysis.segmenters import torch_device
@@ -85,16 +85,10 @@ class Command(BaseCommand):
                 report["per_fold"].append({"fold": fold, "held_out_slides": sorted({t.slide for t in held}), "scores": scores})
                 for dataset, row in scores.items():
                     pooled.setdefault(dataset, []).append(row)
-            report["pooled"] = {
-                dataset: {
-                    "f1": round(2 * sum(r["tp"] for r in rows) / max(1, sum(2 * r["tp"] + r["fp"] + r["fn"] for r in rows)), 4),
-                    **{k: round(sum(r[k] * r["tiles"] for r in rows) / sum(r["tiles"] for r in rows), 4) for k in ("aji", "dice", "pq")},
-                    "tiles": sum(r["tiles"] for r in rows),
-                }
-                for dataset, rows in pooled.items()
-            }
+            report["pooled"] = {dataset: pool_fold_scores(rows) for dataset, rows in pooled.items()}
             for dataset, row in report["pooled"].items():
-                self.stdout.write(f"CV {dataset}: F1 {row['f1']:.3f}  AJI {row['aji']:.3f}  Dice {row['dice']:.3f}  PQ {row['pq']:.3f}")
+                tumour = f"  tumour BA {row['tumour_balanced_accuracy']:.3f}" if "tumour_balanced_accuracy" in row else ""
+                self.stdout.write(f"CV {dataset}: F1 {row['f1']:.3f}  AJI {row['aji']:.3f}  Dice {row['dice']:.3f}  PQ {row['pq']:.3f}{tumour}")
         (out_dir / "cross_validation.json").write_text(json.dumps(report, indent=1))
         if iterations <= 0:
             self.stdout.write(self.style.SUCCESS(f"cross-validation written to {out_dir / 'cross_validation.json'}"))
