@@ -50,7 +50,7 @@ def _nucleus_model(log):
 
     weights = settings.LADDER_NUCLEUS_WEIGHTS or SHIPPED_WEIGHTS
     try:
-        return NucleusModelSegmenter(weights=weights, device=torch_device())
+        return NucleusModelSegmenter(weights=weights, device=torch_device(), runtime=settings.LADDER_NUCLEUS_RUNTIME)
     except NucleusModelUnavailable as exc:
         log(f"{exc}; using the classical segmenter (approximate)")
         return None

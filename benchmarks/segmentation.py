@@ -184,7 +184,8 @@ def all_segmenters_on_annotated_sets() -> dict:
 
 
 def nucleus_model_throughput() -> dict:
-    """The nucleus model on her2st crops: Mpx/s and nuclei/s with 1 and 2 torch threads."""
+    """The nucleus model on her2st crops: Mpx/s and nuclei/s with 1 and 2 threads, on each runtime
+    (ONNX Runtime, the CPU default, and PyTorch with BatchNorm folded)."""
     import torch
 
     from analysis.core.cells.segmentation.nucleus_model.segmenter import NucleusModelSegmenter
@@ -192,23 +193,36 @@ def nucleus_model_throughput() -> dict:
     crops = _her2st_crops()
     megapixels = len(crops) * CROP * CROP / 1e6
     out = {"image": "her2st-C2-HE.jpg", "crops": len(crops), "crop_px": CROP, "mpp": HER2ST_MPP}
-    for threads in (1, 2):
-        torch.set_num_threads(threads)
-        segmenter = NucleusModelSegmenter()
-        segmenter.segment(rgb=crops[0][:256, :256], mpp=HER2ST_MPP)
-        wall = time.perf_counter()
-        cells = sum(len(segmenter.segment(rgb=c, mpp=HER2ST_MPP)) for c in crops)
-        seconds = time.perf_counter() - wall
-        out[f"threads_{threads}"] = {"wall_s": round(seconds, 2), "megapixels_per_s": round(megapixels / seconds, 3),
-                                     "megapixels_per_s_per_core": round(megapixels / seconds / threads, 3),
-                                     "nuclei_per_s": round(cells / seconds, 1), "cells": cells}
+    for runtime in ("onnxruntime", "torch"):
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            segmenter = NucleusModelSegmenter(runtime=runtime)
+            segmenter.segment(rgb=crops[0][:256, :256], mpp=HER2ST_MPP)
+            wall = time.perf_counter()
+            cells = sum(len(segmenter.segment(rgb=c, mpp=HER2ST_MPP)) for c in crops)
+            seconds = time.perf_counter() - wall
+            key = f"threads_{threads}" if runtime == "onnxruntime" else f"torch_threads_{threads}"
+            out[key] = {"runtime": segmenter.info.params["runtime"], "wall_s": round(seconds, 2),
+                        "megapixels_per_s": round(megapixels / seconds, 3),
+                        "megapixels_per_s_per_core": round(megapixels / seconds / threads, 3),
+                        "nuclei_per_s": round(cells / seconds, 1), "cells": cells}
     return out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-hovernet", action="store_true")
+    parser.add_argument("--throughput-only", action="store_true",
+                        help="measure only the nucleus model's speed; keep the rest of the results file")
     args = parser.parse_args()
+    if args.throughput_only:
+        results = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        results["nucleus_model_throughput"] = nucleus_model_throughput()
+        results["nucleus_model_throughput"]["load_average"] = os.getloadavg()
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(results, indent=2))
+        print(json.dumps(results["nucleus_model_throughput"], indent=2))
+        return
     results = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "load_average_at_start": os.getloadavg()},

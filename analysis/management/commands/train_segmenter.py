@@ -78,7 +78,7 @@ class Command(BaseCommand):
                 loaded = LoadedModel.from_model(model=model, config=config)
 
                 def segment(rgb, mpp, loaded=loaded):
-                    labels, cls, _, _ = segment_rgb(loaded=loaded, rgb=rgb, mpp=mpp, device=device)
+                    labels, cls, _, _ = segment_rgb(loaded=loaded, rgb=rgb, mpp=mpp)
                     return labels, cls
 
                 scores = score_tiles(tiles=held, segment=segment)

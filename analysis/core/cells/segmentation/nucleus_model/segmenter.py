@@ -7,6 +7,7 @@ trained on, its licences and its measured accuracy), or any file trained by
 """
 from __future__ import annotations
 
+import os
 import pickle
 from functools import lru_cache
 from pathlib import Path
@@ -16,7 +17,7 @@ import pandas as pd
 
 from analysis.core.cells.classes import CellClass
 from analysis.core.cells.segmentation.base import RESULT_COLUMNS, SegmenterInfo
-from analysis.core.cells.segmentation.nucleus_model.inference import load_weights, segment_rgb
+from analysis.core.cells.segmentation.nucleus_model.inference import NucleusRuntimeError, load_weights, segment_rgb
 from analysis.core.cells.segmentation.nucleus_model.net import ARCH_VERSION
 
 SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "ladder-nucleus-v1.pt"
@@ -33,9 +34,11 @@ class NucleusModelUnavailable(RuntimeError):
 
 
 @lru_cache(maxsize=4)
-def _loaded(path: str, device: str):
+def _loaded(path: str, device: str, runtime: str, threads: int):  # threads: an ONNX Runtime session keeps its own
     try:
-        return load_weights(path=Path(path), device=device)
+        return load_weights(path=Path(path), device=device, runtime=runtime)
+    except NucleusRuntimeError:
+        raise  # a configuration mistake: say so rather than fall back silently
     except (OSError, RuntimeError, KeyError, ValueError, pickle.UnpicklingError) as exc:
         raise NucleusModelUnavailable(f"nucleus model weights {path} could not be loaded: {exc}") from exc
 
@@ -81,20 +84,24 @@ class NucleusModelSegmenter:
     stains = ("he", "ihc")
     label = "nucleus model"
 
-    def __init__(self, *, weights: Path | str = SHIPPED_WEIGHTS, device: str = "cpu", threads: int | None = None) -> None:
+    def __init__(self, *, weights: Path | str = SHIPPED_WEIGHTS, device: str = "cpu", threads: int | None = None,
+                 runtime: str | None = None) -> None:
         import torch
 
         if threads:
             torch.set_num_threads(threads)
         self.device = device
-        self.model = _loaded(str(weights), device)
+        # runtime: auto | torch | onnxruntime (inference.py); None reads LADDER_NUCLEUS_RUNTIME
+        self.model = _loaded(str(weights), device, runtime or os.environ.get("LADDER_NUCLEUS_RUNTIME") or "auto",
+                             torch.get_num_threads())
         self.target_mpp = self.model.work_mpp
         self.info = SegmenterInfo(
             name="ladder-nucleus-v1",
             version=ARCH_VERSION,
             approximate=False,
             weights=f"{Path(weights).name} sha256:{self.model.sha256}",
-            params={"work_mpp": self.model.work_mpp, "classes": list(self.model.classes), "device": device},
+            params={"work_mpp": self.model.work_mpp, "classes": list(self.model.classes), "device": device,
+                    "runtime": self.model.runtime},
         )
 
     def for_stain_matrix(self, matrix) -> "NucleusModelSegmenter":
@@ -105,6 +112,6 @@ class NucleusModelSegmenter:
         rgb = np.ascontiguousarray(np.asarray(rgb)[..., :3])
         if rgb.ndim != 3 or min(rgb.shape[:2]) < 8:
             return pd.DataFrame({c: [] for c in RESULT_COLUMNS})
-        labels, cls, prob, _ = segment_rgb(loaded=self.model, rgb=rgb, mpp=float(mpp), device=self.device)
+        labels, cls, prob, _ = segment_rgb(loaded=self.model, rgb=rgb, mpp=float(mpp))
         names = [MODEL_CLASS_TO_CELL[self.model.classes[int(c)]] for c in cls]
         return labels_to_result(labels=labels, classes=names, probs=prob)

@@ -19,3 +19,23 @@ def test_windows_give_the_nuclei_of_one_pass(shared_file, monkeypatch):
     n_whole = instances_from_maps(np_prob=whole[0], hv=whole[1]).max()
     n_windowed = instances_from_maps(np_prob=windowed[0], hv=windowed[1]).max()
     assert n_whole > 20 and abs(int(n_windowed) - int(n_whole)) <= max(2, 0.05 * n_whole)
+
+
+def test_onnx_runtime_and_folded_torch_give_the_maps_of_the_trained_network(shared_file):
+    """The runtimes change rounding only: maps within 1e-4 of the plain eager network's."""
+    import pytest
+    import torch
+
+    rgb = np.asarray(Image.open(shared_file("nuclei/breast-tnbc/08_1.png")).convert("RGB"))[:288, :288]  # a multiple of 16: no padding
+    on_torch = inference.load_weights(path=SHIPPED_WEIGHTS, runtime="torch")
+    on_onnx = inference.load_weights(path=SHIPPED_WEIGHTS, runtime="onnxruntime")
+    assert on_torch.runtime == "torch" and on_onnx.runtime.startswith("onnxruntime ")
+    image = (rgb.astype(np.float32) - on_torch.mean) / on_torch.std
+    with torch.inference_mode():  # the network as trained: BatchNorm not folded, PyTorch eager
+        raw = on_torch.model(torch.from_numpy(image.transpose(2, 0, 1)[None].copy()))[0]
+        eager = torch.cat([torch.sigmoid(raw[:1]), torch.tanh(raw[1:3]), torch.softmax(raw[3:], 0)]).numpy()
+    for loaded in (on_torch, on_onnx):
+        maps = np.concatenate([m.reshape(-1, *rgb.shape[:2]) for m in inference.predict_maps(loaded=loaded, rgb=rgb)])
+        assert np.abs(maps - eager).max() < 1e-4, loaded.runtime
+    with pytest.raises(inference.NucleusRuntimeError, match="one of auto, torch, onnxruntime"):
+        inference.load_weights(path=SHIPPED_WEIGHTS, runtime="tensorrt")

@@ -35,6 +35,14 @@ def test_every_run_records_the_weights_checksum(segmenter):
 
     assert segmenter.info.weights == f"ladder-nucleus-v1.pt sha256:{hashlib.sha256(SHIPPED_WEIGHTS.read_bytes()).hexdigest()}"
     assert segmenter.info.approximate is False and "ihc" in segmenter.stains
+    assert segmenter.info.params["runtime"].startswith("onnxruntime ")  # the default on CPU
+
+
+def test_a_misnamed_runtime_is_refused_not_silently_replaced():
+    from analysis.core.cells.segmentation.nucleus_model.inference import NucleusRuntimeError
+
+    with pytest.raises(NucleusRuntimeError, match="LADDER_NUCLEUS_RUNTIME must be one of"):
+        NucleusModelSegmenter(runtime="onnx")
 
 
 def test_nuclei_on_real_her2_ihc(segmenter, shared_file):
