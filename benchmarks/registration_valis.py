@@ -44,7 +44,7 @@ def main():
         rigid, non_rigid, summary = reg.register()
         out["seconds"] = round(time.perf_counter() - t0, 1)
         fixed = reg.get_slide("her2st-C2-HE.jpg"); moving = reg.get_slide("her2st-C3-HE.jpg")
-        lm = json.loads((HERE / "landmarks-her2st-C2-C3.json").read_text())["pairs"]
+        lm = json.loads((HERE.parent / "tests" / "data" / "landmarks-her2st-C2-C3.json").read_text())["pairs"]
         p = np.array([x["C2"] for x in lm], float); q = np.array([x["C3"] for x in lm], float)
         for nr in (False, True):
             # warp C3 landmarks into C2 (the reference) and compare to the C2 landmarks
