@@ -95,7 +95,9 @@ def main() -> None:
 
     data_dir = tempfile.mkdtemp(prefix="ladder-wsi-")
     os.environ.update(LADDER_DATA_DIR=data_dir, LADDER_SLIDE_ROOTS=str(CACHE), LADDER_SEGMENTER=args.segmenter,
-                      DJANGO_SETTINGS_MODULE="config.settings")
+                      DJANGO_SETTINGS_MODULE="config.settings",
+                      # the benchmark runs its own jobs; nothing else queued beside them
+                      LADDER_AUTO_ANALYSE="0", LADDER_AUTO_REGISTER="0")
     import django
 
     django.setup()
