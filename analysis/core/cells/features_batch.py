@@ -16,8 +16,8 @@ Here the same values come from:
   histogram ``@`` the weights row by row, ``eigvalsh`` on the stacked 2 x 2 inertia tensors
   (one LAPACK call per matrix, as before), elementwise IEEE arithmetic on all nuclei's
   points at once (elementwise results do not depend on how an array is cut), and per-nucleus
-  sums as ``np.add.reduceat`` segments, which run numpy's pairwise summation on each segment
-  exactly as ``ndarray.sum`` does on the segment alone.
+  sums by numpy's own pairwise summation replayed on each nucleus's segment
+  (``_pairwise_sum``; ``np.add.reduceat`` would add sequentially and differ in the last bits).
 
 Nothing here is approximated. tests/analysis/core/cells/test_features_batch.py compares every
 column bit for bit with features.py (the per-nucleus path) on the sc-MTOP reference nuclei,
@@ -326,7 +326,8 @@ def _glcm_batch(grays: list[np.ndarray], masks: list[np.ndarray]) -> dict[str, n
         codes_all.append(codes[:m])
         counts_all.append(counts[:m])
         lengths[index] = m
-    # A nucleus without a single pair: every sum is over nothing (reduceat cannot take an empty segment).
+    # A nucleus without a single pair (every sum over nothing) is set apart: reduceat, used for the
+    # integer totals below, cannot take an empty segment.
     empty = {"Texture_ASM": 0.0, "Texture_Contrast": 0.0, "Texture_Correlation": 1.0, "Texture_Homogeneity": 0.0,
              "Texture_Entropy": float(-(np.zeros(511) * np.log(np.zeros(511) + 1e-15)).sum())}
     out = {name: np.full(n, value) for name, value in empty.items()}
