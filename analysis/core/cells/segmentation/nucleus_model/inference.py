@@ -1,12 +1,14 @@
 """Running the trained nucleus model on a tile: maps, instances, classes, contours.
 
-On CPU the network runs with its BatchNorm folded into the convolutions, and through ONNX
-Runtime when it is installed (the model is exported in memory from the loaded weights, so the
-two can never disagree about which weights they hold). Measured on one 1,200 px window, 2
-cores: PyTorch eager 6.2 s, folded BatchNorm 3.9 s, ONNX Runtime 1.9 s; maps equal within 1e-5
+The network runs with its BatchNorm folded into the convolutions (channels-last on CPU), in
+PyTorch, or on request through ONNX Runtime (the model is exported in memory from the loaded
+weights, so the two can never disagree about which weights they hold). Measured on CPU: one
+1,200 px window (loaded machine) eager 6.2 s, folded 3.9 s, ONNX Runtime 1.9 s; a whole
+1,400 px her2st crop (idle) folded PyTorch 5.1 s, ONNX Runtime 4.2 s but +0.65 GB resident for
+its memory arena (5.5 s without the arena). A whole slide must stay under 4 GB, so PyTorch is
+the default and ONNX Runtime the faster choice where memory allows. Maps agree within 1e-4
 (tests/analysis/core/cells/segmentation/nucleus_model/test_inference.py).
-``LADDER_NUCLEUS_RUNTIME`` = auto (default: ONNX Runtime on CPU when importable, else PyTorch)
-| torch | onnxruntime.
+``LADDER_NUCLEUS_RUNTIME`` = auto (default: PyTorch) | torch | onnxruntime (CPU only).
 """
 from __future__ import annotations
 
@@ -57,7 +59,9 @@ class LoadedModel:
         if choice not in RUNTIMES:
             raise NucleusRuntimeError(f"LADDER_NUCLEUS_RUNTIME must be one of {', '.join(RUNTIMES)}, got {choice!r}")
         network = _with_activations(fold_batchnorm(self.model))
-        if choice == "onnxruntime" or (choice == "auto" and self.device == "cpu" and _onnxruntime_available()):
+        if choice == "onnxruntime":
+            if not _onnxruntime_available():
+                raise NucleusRuntimeError("LADDER_NUCLEUS_RUNTIME=onnxruntime but onnx / onnxruntime are not installed")
             if self.device != "cpu":
                 raise NucleusRuntimeError("LADDER_NUCLEUS_RUNTIME=onnxruntime runs on CPU only; use torch on a GPU")
             self.run, self.runtime = _onnx_runner(network)
