@@ -261,24 +261,27 @@ def _segment_sums(values, starts, lengths):
     return out
 
 
-def _segment_sum(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """``values[a:b].sum()`` for every segment [starts[i], starts[i+1]) (the last runs to the end)."""
-    values = np.ascontiguousarray(values, dtype=np.float64)
-    lengths = np.diff(np.append(starts, values.size)).astype(np.int64)
-    return _segment_sums(values, starts.astype(np.int64), lengths)
+def _segment_starts(lengths: np.ndarray) -> np.ndarray:
+    """Where each of the consecutive segments of these lengths starts."""
+    return np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+
+
+def _segment_sum(values: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """``values[a:a + n].sum()`` for every segment (a, n) of `starts`, `lengths`."""
+    return _segment_sums(np.ascontiguousarray(values, dtype=np.float64), starts, lengths)
 
 
 def _segment_mean_std(values: np.ndarray, starts: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``x.mean()`` and ``x.std()`` of each segment x, as numpy's _mean / _var compute them."""
-    mean = _segment_sum(values, starts) / counts
+    mean = _segment_sum(values, starts, counts) / counts
     centred = values - np.repeat(mean, counts)
     centred = np.multiply(centred, centred, out=centred)
-    return mean, np.sqrt(_segment_sum(centred, starts) / counts)
+    return mean, np.sqrt(_segment_sum(centred, starts, counts) / counts)
 
 
 def _segment_rolls(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Segment starts and, per element, the index of np.roll(x, -1) and np.roll(x, 1) within its segment."""
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    starts = _segment_starts(lengths)
     ends = starts + lengths
     index = np.arange(int(lengths.sum()), dtype=np.int64)
     seg_start = np.repeat(starts, lengths)
@@ -335,20 +338,20 @@ def _glcm_batch(grays: list[np.ndarray], masks: list[np.ndarray]) -> dict[str, n
     if full.size == 0:
         return out
     lengths_full = lengths[full]
-    starts = np.concatenate([[0], np.cumsum(lengths_full)[:-1]]).astype(np.int64)
+    starts = _segment_starts(lengths_full)
     codes = np.concatenate([codes_all[k] for k in full])
     counts = np.concatenate([counts_all[k] for k in full])
     i, j = (codes // 256).astype(np.float64), (codes % 256).astype(np.float64)
     totals = np.add.reduceat(counts, starts)  # integers: exact
     p = counts / np.repeat(totals, lengths_full)
-    out["Texture_ASM"][full] = _segment_sum(p**2, starts)
-    out["Texture_Contrast"][full] = _segment_sum(p * (i - j) ** 2, starts)
-    out["Texture_Homogeneity"][full] = _segment_sum(p / (1.0 + (i - j) ** 2), starts)
-    mean_i = np.repeat(_segment_sum(p * i, starts), lengths_full)
-    mean_j = np.repeat(_segment_sum(p * j, starts), lengths_full)
-    std_i = np.sqrt(_segment_sum(p * (i - mean_i) ** 2, starts))
-    std_j = np.sqrt(_segment_sum(p * (j - mean_j) ** 2, starts))
-    covariance = _segment_sum(p * (i - mean_i) * (j - mean_j), starts)
+    out["Texture_ASM"][full] = _segment_sum(p**2, starts, lengths_full)
+    out["Texture_Contrast"][full] = _segment_sum(p * (i - j) ** 2, starts, lengths_full)
+    out["Texture_Homogeneity"][full] = _segment_sum(p / (1.0 + (i - j) ** 2), starts, lengths_full)
+    mean_i = np.repeat(_segment_sum(p * i, starts, lengths_full), lengths_full)
+    mean_j = np.repeat(_segment_sum(p * j, starts, lengths_full), lengths_full)
+    std_i = np.sqrt(_segment_sum(p * (i - mean_i) ** 2, starts, lengths_full))
+    std_j = np.sqrt(_segment_sum(p * (j - mean_j) ** 2, starts, lengths_full))
+    covariance = _segment_sum(p * (i - mean_i) * (j - mean_j), starts, lengths_full)
     flat = (std_i < 1e-15) | (std_j < 1e-15)  # skimage graycoprops convention
     with np.errstate(invalid="ignore", divide="ignore"):
         out["Texture_Correlation"][full] = np.where(flat, 1.0, covariance / (std_i * std_j))
@@ -432,7 +435,7 @@ def measure_batch(contours: list[np.ndarray], crops: list[np.ndarray]) -> dict[s
     lengths = np.array([v.size for v in inside], dtype=np.int64)
     if n:
         values = np.concatenate(inside).astype(np.float64)
-        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        starts = _segment_starts(lengths)
         mean, std = _segment_mean_std(values, starts, lengths)
         texture.update({
             "Texture_IntensityMean": mean, "Texture_IntensityStd": std,

@@ -32,7 +32,7 @@ def test_pairwise_sum_is_numpys_sum():
     lengths = np.array(list(range(1, 300)) + [1000, 4097], dtype=np.int64)
     values = rng.standard_normal(int(lengths.sum())) * rng.uniform(1, 1e4)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
-    sums = _segment_sum(values, starts)
+    sums = _segment_sum(values, starts, lengths)
     expected = [values[a : a + n].sum() for a, n in zip(starts, lengths)]
     np.testing.assert_array_equal(sums.view(np.int64), np.asarray(expected).view(np.int64))
     assert np.add.reduceat(values, starts).view(np.int64).tolist() != np.asarray(expected).view(np.int64).tolist()
