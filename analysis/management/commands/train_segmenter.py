@@ -6,8 +6,11 @@ reported per dataset, then the final model on every tile. Seeded; tqdm progress;
 one is visible (LADDER_TORCH_DEVICE). Defaults take about 2 hours on 2 CPU cores
 (3 folds x 1,200 iterations + 2,400 for the final model, ~1.3 s per iteration).
 
-Writes DIR/ladder-nucleus.pt (load it with LADDER_NUCLEUS_WEIGHTS), DIR/cross_validation.json
-and DIR/training.json.
+Writes DIR/ladder-nucleus.pt (load it with LADDER_NUCLEUS_WEIGHTS), DIR/cross_validation.json,
+DIR/training.json and each fold's network (DIR/fold-<k>.pt, to re-score held-out tiles later).
+Each fold also measures, beside the network's tumour call, a call from nucleus + neighbourhood
+measurements (nucleus_model/tumour_context.py) fitted on that fold's outlines of its training
+tiles: evidence for a question the model card discusses, not part of the product.
 """
 from __future__ import annotations
 
@@ -37,9 +40,10 @@ class Command(BaseCommand):
         from tqdm import tqdm
 
         from analysis.core.cells.segmentation.nucleus_model.data import group_folds, load_tiles
-        from analysis.core.cells.segmentation.nucleus_model.evaluation import pool_fold_scores, score_tiles
+        from analysis.core.cells.segmentation.nucleus_model.evaluation import pool_fold_scores, pooled_balanced_accuracy, score_tiles
         from analysis.core.cells.segmentation.nucleus_model.inference import LoadedModel, segment_rgb
         from analysis.core.cells.segmentation.nucleus_model.training import TrainConfig, save_weights, train_model
+        from analysis.core.cells.segmentation.nucleus_model.tumour_context import call_tumour, fit_tumour_context
         from analysis.segmenters import torch_device
 
         tiles = load_tiles(root=Path(data), datasets=datasets)
@@ -75,19 +79,39 @@ class Command(BaseCommand):
                 if not held or not train:
                     continue
                 model, config, _ = fit(train, cv_iterations, f"fold {fold + 1}/{folds}")
+                save_weights(model=model, config=config, path=out_dir / f"fold-{fold}.pt")  # for later what-ifs
                 loaded = LoadedModel.from_model(model=model, config=config)
+                # The product's tumour call is the network's head; the nucleus + neighbourhood call
+                # (tumour_context.py, fitted on this fold's outlines of its training tiles) is
+                # measured beside it on the same held-out nuclei, as evidence, not used.
+                context = fit_tumour_context(loaded=loaded, tiles=train, trained_on=f"fold {fold} training tiles")
 
-                def segment(rgb, mpp, loaded=loaded):
-                    labels, cls, _, _ = segment_rgb(loaded=loaded, rgb=rgb, mpp=mpp)
+                def segment(rgb, mpp, loaded=loaded, context=None):
+                    labels, cls, _, probs = segment_rgb(loaded=loaded, rgb=rgb, mpp=mpp)
+                    if context is not None:
+                        cls, _ = call_tumour(context=context, classes=loaded.classes, labels=labels, rgb=rgb, mpp=mpp, probs=probs)
                     return labels, cls
 
                 scores = score_tiles(tiles=held, segment=segment)
+                if context is not None:
+                    by_context = score_tiles(tiles=[t for t in held if t.allowed],
+                                             segment=lambda rgb, mpp, segment=segment, context=context: segment(rgb, mpp, context=context))
+                    for dataset, row in by_context.items():
+                        if "tumour_balanced_accuracy" in row:
+                            scores[dataset]["context_call"] = {k: row[k] for k in (
+                                "tumour_balanced_accuracy", "tumour_matched", "non_tumour_matched", "tumour_correct", "non_tumour_correct")}
                 report["per_fold"].append({"fold": fold, "held_out_slides": sorted({t.slide for t in held}), "scores": scores})
                 for dataset, row in scores.items():
                     pooled.setdefault(dataset, []).append(row)
             report["pooled"] = {dataset: pool_fold_scores(rows) for dataset, rows in pooled.items()}
+            for dataset, rows in pooled.items():
+                calls = [r["context_call"] for r in rows if "context_call" in r]
+                if calls:
+                    report["pooled"][dataset]["context_call_tumour_balanced_accuracy"] = pooled_balanced_accuracy(calls)
             for dataset, row in report["pooled"].items():
                 tumour = f"  tumour BA {row['tumour_balanced_accuracy']:.3f}" if "tumour_balanced_accuracy" in row else ""
+                if "context_call_tumour_balanced_accuracy" in row:
+                    tumour += f" (nucleus + neighbourhood call, not used: {row['context_call_tumour_balanced_accuracy']:.3f})"
                 self.stdout.write(f"CV {dataset}: F1 {row['f1']:.3f}  AJI {row['aji']:.3f}  Dice {row['dice']:.3f}  PQ {row['pq']:.3f}{tumour}")
         (out_dir / "cross_validation.json").write_text(json.dumps(report, indent=1))
         if iterations <= 0:

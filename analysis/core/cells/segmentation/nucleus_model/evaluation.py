@@ -15,7 +15,7 @@ def _metrics():
     return metrics
 
 
-def _matches(truth: np.ndarray, pred: np.ndarray):
+def matched_pairs(truth: np.ndarray, pred: np.ndarray):
     """(true id, pred id) pairs with IoU >= 0.5."""
     t = truth.ravel().astype(np.int64)
     p = pred.ravel().astype(np.int64)
@@ -54,7 +54,7 @@ def score_tiles(*, tiles: list[AnnotatedTile], segment) -> dict:
         if s.true_positives:
             row["sq_num"] += s.segmentation_quality * s.true_positives
         if tile.allowed and cls is not None:
-            ti, pi = _matches(tile.labels, labels)
+            ti, pi = matched_pairs(tile.labels, labels)
             for t_id, p_id in zip(ti, pi):
                 bits = tile.allowed.get(int(t_id), 0)
                 if not bits:
@@ -100,7 +100,12 @@ def pool_fold_scores(rows: list[dict]) -> dict:
     }
     labelled = [r for r in rows if "tumour_correct" in r]
     if labelled:
-        sensitivity = sum(r["tumour_correct"] for r in labelled) / sum(r["tumour_matched"] for r in labelled)
-        specificity = sum(r["non_tumour_correct"] for r in labelled) / sum(r["non_tumour_matched"] for r in labelled)
-        pooled["tumour_balanced_accuracy"] = round((sensitivity + specificity) / 2, 4)
+        pooled["tumour_balanced_accuracy"] = pooled_balanced_accuracy(labelled)
     return pooled
+
+
+def pooled_balanced_accuracy(rows: list[dict]) -> float:
+    """Tumour balanced accuracy from the summed matched counts of several folds."""
+    sensitivity = sum(r["tumour_correct"] for r in rows) / sum(r["tumour_matched"] for r in rows)
+    specificity = sum(r["non_tumour_correct"] for r in rows) / sum(r["non_tumour_matched"] for r in rows)
+    return round((sensitivity + specificity) / 2, 4)

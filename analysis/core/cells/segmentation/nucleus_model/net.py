@@ -171,3 +171,27 @@ def instances_from_maps(
     sizes = np.bincount(out.ravel())
     out[(sizes < min_area_px)[out]] = 0
     return out
+
+
+def instance_contours(labels: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(instance ids, outer contour of each: OpenCV, [x, y] int32 in tile pixels), for every
+    instance with a contour of at least 3 points (the largest piece where it has several)."""
+    import cv2
+    from scipy import ndimage as ndi
+
+    ids, contours = [], []
+    for index, sl in enumerate(ndi.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        mask = (labels[sl] == index).astype(np.uint8)
+        found, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        if not found:
+            continue
+        contour = max(found, key=cv2.contourArea).reshape(-1, 2).astype(np.int32)
+        if len(contour) < 3:
+            continue
+        contour[:, 0] += sl[1].start
+        contour[:, 1] += sl[0].start
+        ids.append(index)
+        contours.append(contour)
+    return np.asarray(ids, dtype=np.int64), contours

@@ -18,7 +18,7 @@ import pandas as pd
 from analysis.core.cells.classes import CellClass
 from analysis.core.cells.segmentation.base import RESULT_COLUMNS, SegmenterInfo
 from analysis.core.cells.segmentation.nucleus_model.inference import NucleusRuntimeError, load_weights, segment_rgb
-from analysis.core.cells.segmentation.nucleus_model.net import ARCH_VERSION
+from analysis.core.cells.segmentation.nucleus_model.net import ARCH_VERSION, instance_contours
 
 SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "ladder-nucleus-v1.pt"
 MODEL_CLASS_TO_CELL = {
@@ -45,37 +45,27 @@ def _loaded(path: str, device: str, runtime: str, threads: int):  # threads: an 
 
 def labels_to_result(*, labels: np.ndarray, classes: list[str], probs: np.ndarray) -> pd.DataFrame:
     """RESULT_COLUMNS from an instance label map (tile pixels): outer contour per instance
-    (OpenCV, [x, y] int32), centroid of its pixels, pixel area."""
-    import cv2
+    (net.instance_contours), centroid of its pixels, pixel area."""
     from scipy import ndimage as ndi
 
-    rows = {"x": [], "y": [], "contour": [], "cls": [], "prob": [], "area_px": []}
-    for index, sl in enumerate(ndi.find_objects(labels), start=1):
-        if sl is None:
-            continue
-        mask = (labels[sl] == index).astype(np.uint8)
-        contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        if not contours:
-            continue
-        contour = max(contours, key=cv2.contourArea).reshape(-1, 2).astype(np.int32)
-        if len(contour) < 3:
-            continue
-        contour[:, 0] += sl[1].start
-        contour[:, 1] += sl[0].start
-        ys, xs = np.nonzero(mask)
-        rows["x"].append(float(xs.mean() + sl[1].start))
-        rows["y"].append(float(ys.mean() + sl[0].start))
-        rows["contour"].append(contour)
-        rows["cls"].append(classes[index])
-        rows["prob"].append(float(probs[index]))
-        rows["area_px"].append(float(mask.sum()))
-    frame = pd.DataFrame({
-        "x": np.asarray(rows["x"], np.float64), "y": np.asarray(rows["y"], np.float64),
-        "contour": pd.Series(rows["contour"], dtype=object),
-        "cls": np.asarray(rows["cls"], dtype=object), "prob": np.asarray(rows["prob"], np.float32),
-        "area_px": np.asarray(rows["area_px"], np.float32),
+    ids, contours = instance_contours(labels)
+    # Centroids as each instance's local pixel mean plus its box origin: the integer sums are
+    # exact in float64, so this is the per-instance `xs.mean() + start` to the last bit.
+    flat = labels.ravel()
+    size = int(labels.max()) + 1
+    rows, cols = np.indices(labels.shape, dtype=np.float64)
+    area = np.bincount(flat, minlength=size).astype(np.float64)[ids]
+    origin = np.array([(sl[0].start, sl[1].start) for sl in ndi.find_objects(labels)], dtype=np.float64).reshape(-1, 2)
+    y0, x0 = origin[ids - 1, 0], origin[ids - 1, 1]
+    local_x = np.bincount(flat, cols.ravel(), size)[ids] - area * x0
+    local_y = np.bincount(flat, rows.ravel(), size)[ids] - area * y0
+    return pd.DataFrame({
+        "x": local_x / area + x0, "y": local_y / area + y0,
+        "contour": pd.Series(contours, dtype=object),
+        "cls": np.asarray([classes[i] for i in ids], dtype=object),
+        "prob": np.asarray([probs[i] for i in ids], dtype=np.float32),
+        "area_px": area.astype(np.float32),
     }, columns=list(RESULT_COLUMNS))
-    return frame
 
 
 class NucleusModelSegmenter:

@@ -137,7 +137,6 @@ class PatchSampler:
         return hed
 
     def sample(self):
-        cfg = self.config
         dataset = self.datasets[int(self.rng.choice(len(self.datasets), p=self.dataset_p))]
         tile = self.tiles[int(self.rng.choice(self.by_dataset[dataset]))]
         rgb, lab, valid = self._crop(tile)
