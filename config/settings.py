@@ -272,7 +272,7 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["viewer.api.parsers.StrictJSONParser", "rest_framework.parsers.FormParser",
                                "rest_framework.parsers.MultiPartParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "viewer.api.pagination.BoundedLimitOffsetPagination",  # limit <= 1000
     "PAGE_SIZE": 100,
 }
 SPECTACULAR_SETTINGS = {
