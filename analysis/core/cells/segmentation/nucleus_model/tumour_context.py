@@ -89,7 +89,7 @@ def _smoothed(values: np.ndarray, centres_um: np.ndarray, fwhm_um: float) -> np.
     sigma = fwhm_um / (2 * np.sqrt(2 * np.log(2)))
     tree = cKDTree(centres_um)
     pairs = tree.sparse_distance_matrix(tree, 3 * sigma, output_type="coo_matrix")
-    others = pairs.row != pairs.col  # whether self-pairs are stored varies between scipy versions: add them once
+    others = pairs.row != pairs.col  # scipy stores the zero self-distances too: drop them, add self once below
     n = len(values)
     rows, cols = np.r_[pairs.row[others], np.arange(n)], np.r_[pairs.col[others], np.arange(n)]
     weights = np.r_[np.exp(-0.5 * (pairs.data[others] / sigma) ** 2), np.ones(n)]
