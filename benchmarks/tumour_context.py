@@ -10,14 +10,13 @@ without changing the product:
 
 - per nucleus: log area (um^2), eccentricity, solidity, circularity, mean and s.d. of the
   hematoxylin optical density (scikit-image's H&E-DAB deconvolution) relative to the tile's
-  median nucleus, and the same six smoothed over neighbours at FWHM 25 and 50 um, plus the
-  neighbour density at each;
-- a standardised logistic regression (class-balanced) trained on the hand-drawn nuclei of every
-  other tile (PanNuke breast; with or without CoNSeP colon, whose "epithelial" the model also
-  treats as tumour), tested on the held-out tile, leave-one-tile-out (PanNuke tiles do not
-  name their slide);
-- scored twice: on the hand-drawn outlines, and on the nuclei the shipped model outlines that
-  match a labelled one at IoU >= 0.5 (the product's situation). The shipped model's own head
+  median nucleus, and the same six smoothed over neighbours at FWHM 25 and 50 um
+  (nucleus_model/tumour_context.py);
+- a standardised logistic regression (class-balanced) fitted on every other tile (PanNuke
+  breast; with or without CoNSeP colon, whose "epithelial" the model also treats as tumour),
+  tested on the held-out tile, leave-one-tile-out (PanNuke tiles do not name their slide);
+- fitted and scored on both kinds of outline: the hand-drawn ones, and the nuclei the shipped
+  model outlines that match a labelled one at IoU >= 0.5 (the product's situation). The shipped model's own head
   is shown beside it, but it was trained on these tiles: its figure is memory, not evidence.
 
 Two more measurements:

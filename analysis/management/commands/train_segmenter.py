@@ -84,7 +84,7 @@ class Command(BaseCommand):
                 # The product's tumour call is the network's head; the nucleus + neighbourhood call
                 # (tumour_context.py, fitted on this fold's outlines of its training tiles) is
                 # measured beside it on the same held-out nuclei, as evidence, not used.
-                context = fit_tumour_context(loaded=loaded, tiles=train, trained_on=f"fold {fold} training tiles")
+                context = fit_tumour_context(loaded=loaded, tiles=train)
 
                 def segment(rgb, mpp, loaded=loaded, context=None):
                     labels, cls, _, probs = segment_rgb(loaded=loaded, rgb=rgb, mpp=mpp)

@@ -147,9 +147,6 @@ class TumourContextModel:
     scale: tuple
     coef: tuple
     intercept: float
-    features: tuple = FEATURES
-    fwhm_um: tuple = FWHM_UM
-    trained_on: str = ""
 
     def tumour_probability(self, table: np.ndarray) -> np.ndarray:
         if len(table) == 0:
@@ -158,7 +155,7 @@ class TumourContextModel:
         return 1 / (1 + np.exp(-(z @ np.asarray(self.coef) + self.intercept)))
 
 
-def fit(*, tables: list[np.ndarray], tumour: list[np.ndarray], trained_on: str = "", c: float = 0.3) -> TumourContextModel:
+def fit(*, tables: list[np.ndarray], tumour: list[np.ndarray], c: float = 0.3) -> TumourContextModel:
     """Fit on per-tile FEATURES tables and 0/1 tumour labels (class-balanced, L2, C=0.3)."""
     from sklearn.linear_model import LogisticRegression
 
@@ -170,10 +167,10 @@ def fit(*, tables: list[np.ndarray], tumour: list[np.ndarray], trained_on: str =
     scale[scale == 0] = 1
     regression = LogisticRegression(C=c, class_weight="balanced", max_iter=5000).fit((x - mean) / scale, y)
     return TumourContextModel(mean=tuple(mean.tolist()), scale=tuple(scale.tolist()), coef=tuple(regression.coef_[0].tolist()),
-                              intercept=float(regression.intercept_[0]), trained_on=trained_on)
+                              intercept=float(regression.intercept_[0]))
 
 
-def fit_tumour_context(*, loaded, tiles, trained_on: str = "") -> TumourContextModel | None:
+def fit_tumour_context(*, loaded, tiles) -> TumourContextModel | None:
     """Fit the tumour call on `loaded`'s outlines of the class-labelled `tiles` (None where
     they hold no labelled tumour and non-tumour nuclei, e.g. outline-only sets)."""
     from analysis.core.cells.segmentation.nucleus_model.inference import segment_rgb
@@ -188,4 +185,4 @@ def fit_tumour_context(*, loaded, tiles, trained_on: str = "") -> TumourContextM
         truth.append(tumour)
     if not truth or len(np.unique(np.concatenate(truth))) < 2:
         return None
-    return fit(tables=tables, tumour=truth, trained_on=trained_on)
+    return fit(tables=tables, tumour=truth)
