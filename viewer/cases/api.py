@@ -49,7 +49,8 @@ from viewer.tiles.services import tile_source_forget
 
 @extend_schema_view(list=extend_schema(parameters=[
     OpenApiParameter("q", str, description="Text in the case id"), OpenApiParameter("status", str),
-    OpenApiParameter("her2", str), OpenApiParameter("case_id", str, description="Exactly this case id")]))
+    OpenApiParameter("her2", str, description="HER2 IHC score (0, 1+, 2+, 3+), clinical or automated: "
+                     "cases whose clinical score or latest IHC analysis' automated score is this"), OpenApiParameter("case_id", str, description="Exactly this case id")]))
 class CaseViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin,
                   mixins.UpdateModelMixin, viewsets.GenericViewSet):
     serializer_class = CaseSerializer

@@ -27,7 +27,10 @@ HER2_ORDER = {"0": 0, "1+": 1, "2+": 2, "3+": 3}
 def case_list(*, query: str = "", status: str = "", her2: str = "", has_slides: str = "",
               sort: str = "") -> QuerySet[Case]:
     """The worklist: cases with their slide count, running jobs, latest HER2-LADDER score and
-    risk group, the automated HER2 score of the latest IHC analysis, and review counts."""
+    risk group, the automated HER2 score of the latest IHC analysis, and review counts.
+
+    `her2` ("0", "1+", "2+", "3+") keeps the cases with that HER2 IHC score from either source:
+    the clinical record or the automated (ASCO/CAP) score of the case's latest IHC analysis."""
     from django.db.models import Case as When_, IntegerField, OuterRef, Subquery, Value, When
     from django.db.models.fields.json import KeyTextTransform
 
@@ -64,8 +67,8 @@ def case_list(*, query: str = "", status: str = "", her2: str = "", has_slides: 
         cases = cases.filter(Q(case_id__icontains=query) | Q(regimen__icontains=query) | Q(notes__icontains=query))
     if status:
         cases = cases.filter(status=status)
-    if her2:
-        cases = cases.filter(her2_ihc=her2)
+    if her2:  # either source: the clinical record's score or the latest IHC analysis' automated one
+        cases = cases.filter(Q(her2_ihc=her2) | Q(auto_her2=her2))
     if has_slides == "paired":
         cases = cases.filter(slides__stain=Stain.HE).filter(slides__stain=Stain.IHC).distinct()
     elif has_slides == "none":

@@ -50,6 +50,33 @@ def test_worklist_columns_sort(client_for, pathologist, case):
 
 
 @pytest.mark.django_db
+def test_her2_filter_matches_the_clinical_or_the_automated_score(client_for, pathologist, case):
+    """A case whose IHC analysis scores 2+ but has no clinical HER2 score is found by "HER2 2+"."""
+    from analysis.models import AnalysisRun
+    from cases.models import Case, Slide
+
+    def ihc_run(target, score):
+        slide = Slide.objects.create(case=target, stain="ihc", name=f"{target.case_id}-ihc.svs",
+                                     source_path=f"/nowhere/{target.case_id}.svs", status="ready", width=100, height=100)
+        AnalysisRun.objects.create(slide=slide, run_dir="x", segmenter="classical", her2={"score": score})
+
+    Case.objects.create(case_id="CLIN-2", her2_ihc="2+")  # clinical 2+, no analysis
+    ihc_run(Case.objects.create(case_id="AUTO-2"), "2+")  # automated 2+, no clinical score
+    ihc_run(Case.objects.create(case_id="BOTH-3", her2_ihc="3+"), "3+")
+    ihc_run(case, "2+")  # CASE-1: clinical 3+, automated 2+ (discordant): found under either
+    client = client_for(pathologist)
+    assert _rows(client.get("/?her2=2%2B").content.decode()) == ["AUTO-2", "CASE-1", "CLIN-2"]
+    assert _rows(client.get("/?her2=3%2B").content.decode()) == ["BOTH-3", "CASE-1"]
+    assert _rows(client.get("/?her2=0").content.decode()) == []
+    # the API filters the same way
+    assert [c["case_id"] for c in client.get("/api/cases/?her2=2%2B").json()["results"]] == ["AUTO-2", "CASE-1", "CLIN-2"]
+    # the filter says which sources it matches
+    html = client.get("/").content.decode()
+    select = re.search(r'<select name="her2"[^>]*>', html).group(0)
+    assert "clinical or automated" in select and "latest IHC analysis" in select
+
+
+@pytest.mark.django_db
 def test_age_stage_and_hr_columns_sort_like_the_others(client_for, pathologist, case):
     from cases.models import Case
 
