@@ -242,7 +242,7 @@ def _pdf_fonts() -> tuple[str, str, bool]:
 
 def summary_pdf(*, title: str, case: dict, score: dict | None, thumbnails: list[tuple[str, Image.Image]],
                 reviews: list[dict] | None, annotations: list[dict] | None, snapshots: list[tuple[str, Image.Image]],
-                made_by: str, made_at: datetime) -> bytes:
+                made_by: str, made_at: datetime, board: str = "") -> bytes:
     """The board record of one case as PDF bytes (reportlab): a record a tumour board files.
 
     case: {"case_id", "rows": [(label, value)]}; score: {"score", "risk_group", "implication",
@@ -250,7 +250,8 @@ def summary_pdf(*, title: str, case: dict, score: dict | None, thumbnails: list[
     display_value?, value, score_attribution}]}; reviews: [{"reviewer", "call", "risk_group",
     "expected", "her2", "ish", "confidence", "status", "saved", "comment"}]; annotations:
     [{"slide", "label", "shape", "author", "comment", "updated"}] (times already local, to the
-    minute). `made_at` is shown in the current time zone (settings.TIME_ZONE). Headings are kept
+    minute). `board`: the session's title, named on the line under the title. `made_at` is shown
+    in the current time zone (settings.TIME_ZONE). Headings are kept
     with what follows them; tables repeat their header row on a new page.
     """
     from reportlab.lib import colors
@@ -291,7 +292,8 @@ def summary_pdf(*, title: str, case: dict, score: dict | None, thumbnails: list[
 
     made = f"{made_at:%Y-%m-%d %H:%M %Z}".strip()
     story = [Paragraph(_escape(clean(title)), styles["Title"]), p(RESEARCH_STATEMENT, small),
-             p(f"Board record made by {made_by} on {made}", small), Spacer(1, 3 * mm)]
+             p(f"Board record{f' of {board},' if board else ''} made by {made_by} on {made}", small),
+             Spacer(1, 3 * mm)]
     story.append(heading("Clinical summary", table(["Item", "Value"], [[clean(k), clean(v)] for k, v in case["rows"]],
                                                    [45 * mm, 135 * mm])))
     if score is None:

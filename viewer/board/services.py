@@ -379,9 +379,12 @@ def board_summary_create(*, session: BoardSession, user, case: Case) -> BoardRec
         if path.exists():
             with Image.open(path) as image:
                 snapshots.append((record.caption or f"Snapshot {record.pk}", image.copy()))
-    data = summary_pdf(title=f"{case.case_id} · {session}", case={"case_id": case.case_id, "rows": rows},
+    # The case once in the title: the session's own title often names the case too ("Tumour board ·
+    # <case>", as the case page starts one), so it goes on the line below, as the board it was made at.
+    data = summary_pdf(title=f"Case summary: {case.case_id}", case={"case_id": case.case_id, "rows": rows},
                        score=score, thumbnails=thumbnails, reviews=reviews, annotations=annotations,
-                       snapshots=snapshots, made_by=user.get_username(), made_at=timezone.localtime())
+                       snapshots=snapshots, made_by=user.get_username(), made_at=timezone.localtime(),
+                       board=str(session))
     record = BoardRecord.objects.create(session=session, case=case, kind=RecordKind.SUMMARY,
                                         caption=f"Case summary {case.case_id}", file_name="",
                                         size_bytes=len(data), created_by=user)

@@ -148,3 +148,25 @@ def test_summary_times_are_local_to_the_minute(client_for, presenter, he_slide, 
     pdf = b"".join(client_for(presenter).get(response.json()["url"]).streaming_content)
     text = _pdf_text(pdf)
     assert text.count("once") == 1 and "+00:00" not in text and not re.search(r"\d\d:\d\d:\d\d\.\d", text)
+
+
+@pytest.mark.django_db
+def test_summary_title_names_the_case_once(client_for, presenter, he_slide):
+    """A board started from the case page is titled "Tumour board · <case>": the PDF's title named
+    the case twice ("CASE-1 · Tumour board · CASE-1"). The title names it once; the board is named below."""
+    from viewer.board.services import board_create
+
+    case = he_slide.case
+    session = board_create(user=presenter, cases=[case], title=f"Tumour board · {case.case_id}")
+    client = client_for(presenter)
+    response = client.post(f"/api/boards/{session.pk}/summaries/", {"case": case.pk}, content_type="application/json")
+    assert response.status_code == 201, response.content
+    pdf = b"".join(client.get(response.json()["url"]).streaming_content)
+    first_page = _page_texts(pdf)[0]
+    assert f"Case summary: {case.case_id}" in first_page, first_page[:3]
+    assert all(text.count(case.case_id) <= 1 for text in first_page), first_page[:5]
+    # (the subset font codes "·" as \\001 in the content stream)
+    assert re.search(rf"Board record of Tumour board \S+ {case.case_id}, made by {presenter.get_username()} on ",
+                     " ".join(first_page))
+    info_title = re.search(rb"/Title \((.*?)\)", pdf).group(1).decode("latin-1")
+    assert info_title == f"Case summary: {case.case_id}"
