@@ -78,15 +78,19 @@ SHORT_METRICS = {"Degrees": "degree", "meanEdgeLength": "mean edge", "minEdgeLen
 
 
 def _short(name: str, label: str) -> str:
-    """A name that fits a chart axis in the side panel (the full one is in the hover)."""
+    """A name that fits a chart axis in the side panel (the full one is in the hover). It starts
+    with the slide, "H&E: " or "IHC: ", as the full name does (board, PDF): the same metric of the
+    same cell pair is a different input on each slide."""
     stain, _, rest = name.partition("_")
     parts = rest.split("_")
     if stain in STAINS and len(parts) == 3 and parts[0] in SHORT_TYPES and parts[1] in SHORT_TYPES:
         # spaces round the arrow: a narrow table breaks the name there, never inside a word
-        return f"{SHORT_TYPES[parts[0]]} → {SHORT_TYPES[parts[1]]} {SHORT_METRICS.get(parts[2], parts[2])}"
+        return f"{STAINS[stain]}: {SHORT_TYPES[parts[0]]} → {SHORT_TYPES[parts[1]]} {SHORT_METRICS.get(parts[2], parts[2])}"
     if stain in STAINS and rest.startswith("prop_"):
         what = rest[len("prop_"):]
-        return f"{STAINS[stain]} share {PROPORTION_CLASSES.get(what, what.replace('_', ' '))}"
+        if what in PROPORTION_CLASSES:
+            return f"{STAINS[stain]}: share of {PROPORTION_CLASSES[what]}"
+        return f"{STAINS[stain]}: share {what.replace('_', ' ')} HER2"  # IHC: share strong complete HER2
     return label
 
 

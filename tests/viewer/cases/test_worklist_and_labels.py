@@ -105,6 +105,12 @@ def test_worklist_thumbnails(client_for, pathologist, he_slide):
     assert f"/slides/{he_slide.pk}/thumbnail.jpg?size=96" in html
 
 
+def labels_of_slides() -> list[str]:
+    from viewer.cases.feature_labels import _schema
+
+    return [name for name in _schema() if name.startswith(("he_", "ihc_"))]
+
+
 def test_plain_feature_names_with_units():
     from viewer.cases.feature_labels import feature_label, feature_labels_json
 
@@ -113,6 +119,12 @@ def test_plain_feature_names_with_units():
     assert feature_label("he_prop_L")["text"] == "H&E: share of lymphocytes (fraction)"
     assert feature_label("ihc_prop_null_incomplete")["label"].endswith("null incomplete HER2 membrane")
     assert feature_label("age")["text"] == "Age (years)"
+    # the short names (chart axis, attribution table) name the slide too, like the full ones
+    assert feature_label("he_T_L_meanEdgeLength")["short"] == "H&E: tumour → lymphocyte mean edge"
+    assert feature_label("ihc_Tstrong_nonT_Degrees")["short"] == "IHC: HER2-strong → non-tumour degree"
+    assert feature_label("he_prop_L")["short"] == "H&E: share of lymphocytes"
+    assert feature_label("ihc_prop_null_incomplete")["short"] == "IHC: share null incomplete HER2"
+    assert all(feature_label(name)["short"].startswith(("H&E: ", "IHC: ")) for name in labels_of_slides())
     assert feature_label("hr_status")["label"] == "Hormone-receptor status"
     labels = feature_labels_json()
     # every schema feature gets a composed name, never its raw name back
@@ -128,7 +140,8 @@ def test_attribution_table_shows_categorical_values_and_plain_names(client_for, 
     assert "negative" in row and '· hr_status"' in row and "Hormone-receptor status" in row
     row = re.search(r'<tr data-feature="he_T_L_meanEdgeLength">(.*?)</tr>', html).group(1)
     assert "12.3" in row and "mean edge length, tumour → lymphocyte" in row and "µm" in row
-    assert ">tumour → lymphocyte mean edge <" in row  # the short name shown, the full one and raw name on hover
+    # the short name shown, with its slide as on the board and in the PDF; the full one and raw name on hover
+    assert ">H&amp;E: tumour → lymphocyte mean edge <" in row
 
 
 @pytest.mark.django_db
