@@ -189,7 +189,11 @@ WATERFALL_JS = """() => {
   const ticks = [...plot.querySelectorAll('.ytick text')].filter((t) => {
     const b = t.getBoundingClientRect(); return b.left < svg.left - 0.5 || b.right > svg.right + 0.5; });
   return {title: [r.left, r.right], axisEnd, svg: [svg.left, svg.right], card: [card.left, card.right],
-          clippedTicks: ticks.map((t) => t.textContent)};
+          clippedTicks: ticks.map((t) => t.textContent),
+          // names shortened with "…" (they wrap onto two lines instead), and tick labels overlapping
+          shortened: [...plot.querySelectorAll('.ytick text')].map((t) => t.textContent).filter((t) => t.includes('…')),
+          overlapping: [...plot.querySelectorAll('.ytick text')].map((t) => t.getBoundingClientRect())
+            .sort((a, b) => a.top - b.top).some((r, i, all) => i > 0 && r.top < all[i - 1].bottom - 1)};
 }"""
 
 
@@ -262,6 +266,7 @@ def test_messages_case_page_layout_form_and_worklist(analysed_case, browser, liv
             assert page.evaluate(BROKEN_WORDS_JS) == [], f"names broken inside a word at {width}x{height}"
             chart = page.evaluate(WATERFALL_JS)
             assert chart["clippedTicks"] == [], chart
+            assert chart["shortened"] == [] and not chart["overlapping"], chart  # whole names at 1280 too
             left, right = chart["title"]
             assert right <= chart["axisEnd"] + 1 and left >= chart["svg"][0] and right <= chart["card"][1], chart
             page.screenshot(path=str(SHOTS / f"case-{width}x{height}.png"))
