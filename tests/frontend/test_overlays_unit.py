@@ -529,6 +529,37 @@ def test_layer_panels_list_layers_with_legends_and_counts(harness, fake_site):
     assert page.locator(".cv-pane[data-index='1'] .ov-run").inner_text().startswith("Run 12 · classical")
 
 
+HINT_IN_SIGHT_JS = """(index) => {
+  const panel = document.querySelector(`.cv-pane[data-index="${index}"] .ov-panel`);
+  const hint = panel.querySelector('.ov-hint');
+  const p = panel.getBoundingClientRect(), h = hint.getBoundingClientRect();
+  return {inside: h.top >= p.top - 0.5 && h.bottom <= p.bottom + 0.5 && h.left >= p.left - 0.5 && h.right <= p.right + 0.5,
+          wraps: hint.scrollWidth <= hint.clientWidth, scrolls: panel.scrollHeight > panel.clientHeight,
+          panel: [p.top, p.bottom], hint: [h.top, h.bottom]};
+}"""
+
+
+def test_layer_panel_help_text_stays_in_sight(harness):
+    """With every layer and legend open the list scrolls (panes of a 1280 x 800 window, or shorter);
+    the help text stays whole at the panel's bottom, wrapped to its width (it was cut off at the
+    panel's bottom edge at 1280 px)."""
+    page = harness
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.evaluate("() => document.getElementById('case-viewer').style.setProperty('--case-viewer-height', '480px')")
+    for index in (0, 1):
+        page.click(f".cv-pane[data-index='{index}'] .ov-panel-toggle")
+        for box in page.locator(f".cv-pane[data-index='{index}'] input[data-layer]").all():
+            box.check()
+        got = page.evaluate(HINT_IN_SIGHT_JS, index)
+        assert got["scrolls"], got  # the case this is about: more layers than the panel shows
+        assert got["inside"] and got["wraps"], got
+        page.locator(f".cv-pane[data-index='{index}'] .ov-panel").evaluate("e => { e.scrollTop = e.scrollHeight; }")
+        assert page.evaluate(HINT_IN_SIGHT_JS, index)["inside"]
+        for box in page.locator(f".cv-pane[data-index='{index}'] input[data-layer]").all():
+            box.uncheck()
+        page.click(f".cv-pane[data-index='{index}'] .ov-panel-toggle")
+
+
 def test_zoomed_out_png_tiles_then_zoomed_in_webgl_records(harness, fake_site):
     page = harness
     state = fake_site["state"]
