@@ -416,6 +416,10 @@ function showDetails(record) {
 /** The region's numbers (GET .../statistics/): area, cells by class, HER2 of tumour cells, ASCO/CAP, H-score. */
 async function loadStatistics(record, target) {
   if (!target) return;
+  if (record.shape === 'point') {  // a point marks a place: no area, no cells inside to count
+    target.innerHTML = '<h4>Region statistics</h4><p class="small">Area: <span data-stat="area">— (a point has no area)</span></p>';
+    return;
+  }
   target.textContent = 'Counting cells…';
   const reply = await api(`${annotationUrl(record.id)}statistics/`);
   if (!target.isConnected || target.closest('[data-annotation]')?.dataset.annotation !== String(record.id)) return;
@@ -425,11 +429,11 @@ async function loadStatistics(record, target) {
   const words = (key) => key.replace(/_/g, ' ');
   const rows = (counts) => Object.entries(counts).filter(([, n]) => n > 0)
     .map(([key, n]) => `<tr data-key="${escapeHtml(key)}"><th scope="row">${escapeHtml(words(key))}</th><td>${num(n)}</td></tr>`).join('');
-  const area = s.area_mm2 === null ? (record.shape === 'point' ? 'a point: no area' : 'unknown (no µm/px)')
+  const area = s.area_mm2 === null ? 'unknown (no µm/px)'
     : `${s.area_mm2 < 0.01 ? s.area_mm2.toPrecision(2) : s.area_mm2.toFixed(3)} mm²`;
-  let html = `<h4>Region statistics</h4><p class="small">Area <span data-stat="area">${escapeHtml(area)}</span>`;
+  let html = `<h4>Region statistics</h4><p class="small">Area: <span data-stat="area">${escapeHtml(area)}</span>`;
   if (s.run === null) html += ' · no cell analysis of this slide yet</p>';
-  else if (record.shape !== 'point') {
+  else {
     html += ` · <span data-stat="cells">${num(s.n_cells)}</span> cells</p>`
       + `<table class="an-stats-table small"><caption>Cells by class</caption>${rows(s.cells) || '<tr><td>none</td></tr>'}</table>`;
     if (s.stain === 'ihc') {
@@ -437,7 +441,7 @@ async function loadStatistics(record, target) {
         + `<p class="small">ASCO/CAP <strong data-stat="asco">${s.asco_cap === null ? 'n/a (under 20 graded tumour cells)' : escapeHtml(s.asco_cap)}</strong>`
         + ` · H-score <strong data-stat="hscore">${s.h_score === null ? 'n/a' : Math.round(s.h_score)}</strong></p>`;
     }
-  } else html += '</p>';
+  }
   target.innerHTML = html;
 }
 

@@ -104,3 +104,25 @@ def test_qc_layer_toggles_and_draws(analysed_case, logged_in_page, live_site, tm
         toggle.click()
         _settle(page)
         assert _diff(before, _stage(page, index)) < 0.003  # off again: the slide as before
+
+
+POINT_JS = CREATE_JS.replace("shape: 'freehand'", "shape: 'point'")
+
+
+def test_a_point_annotation_says_it_has_no_area(analysed_case, logged_in_page, live_site):
+    """A point's panel read "Area a point: no area"; it says "Area: — (a point has no area)"."""
+    page = logged_in_page
+    _open(page, live_site["url"])
+    page.evaluate("() => window.caseAnnotations.ready")
+    he = analysed_case["slides"]["he"]["id"]
+    created = page.evaluate(POINT_JS, [he, {"type": "Point", "coordinates": [500.0, 600.0]}])
+    assert created["status"] == 201, created
+    record = created["body"]
+    page.evaluate("(id) => window.caseAnnotations.reload(id)", he)
+    page.wait_for_function("(id) => window.caseAnnotations.records().some(r => r.id === id)", arg=record["id"],
+                           timeout=15000)
+    page.evaluate("(id) => window.caseAnnotations.select(id, {fit: true})", record["id"])
+    stats = page.locator(f"#an-selected[data-annotation='{record['id']}'] .an-stats")
+    stats.locator("[data-stat='area']").wait_for(timeout=15000)
+    assert stats.inner_text().splitlines()[-1] == "Area: — (a point has no area)"
+    assert stats.locator("[data-stat='cells']").count() == 0
