@@ -130,6 +130,9 @@ function onMessage(message) {
       board.participants = message.participants || [];
       updateRole();
       break;
+    case 'record':  // a snapshot or summary someone added: listed live, no reload
+      if (message.record) addRecord(message.record);
+      break;
     case 'error':
       toast(message.error, 'error');
       break;
@@ -412,8 +415,15 @@ async function postJson(url, body) {
   return data;
 }
 
+// A record comes twice to the one who made it (the API's answer and the websocket's news), once to
+// everyone else; listed once, as the page's template lists it.
 function addRecord(record) {
   const list = $('board-records');
+  const listed = list.querySelector(`li[data-record-id="${CSS.escape(String(record.id))}"]`);
+  if (listed) {  // the server's time (its time zone, as the template's) wins over the browser's
+    if (record.created_time && listed.querySelector('.record-time')) listed.querySelector('.record-time').textContent = record.created_time;
+    return;
+  }
   list.querySelector('.board-none')?.remove();
   const item = document.createElement('li');
   item.dataset.recordId = record.id;
@@ -423,6 +433,13 @@ function addRecord(record) {
   link.rel = 'noopener';
   link.textContent = record.kind === 'snapshot' ? 'Snapshot (PNG)' : 'Case summary (PDF)';
   item.append(link, ` · ${record.case_id}${record.caption ? ` · ${record.caption}` : ''}`);
+  const time = record.created_time || (record.created_at ? new Date(record.created_at).toTimeString().slice(0, 5) : '');
+  if (time) {
+    const stamp = document.createElement('span');
+    stamp.className = 'muted small record-time';
+    stamp.textContent = time;
+    item.append(' ', stamp);
+  }
   list.append(item);
 }
 

@@ -115,6 +115,12 @@ def test_follower_follows_the_presenter(browser, live_site):
         presenter.click("#board-summary")
         presenter.wait_for_selector("#board-records li[data-record-id] >> text=Case summary (PDF)", timeout=60000)
         links = presenter.eval_on_selector_all("#board-records a", "els => els.map(a => a.href)")
+        # The follower sees both records live, without a reload; each is listed once on either page.
+        follower.wait_for_selector("#board-records li[data-record-id] >> text=Invasive front", timeout=10000)
+        follower.wait_for_selector("#board-records li[data-record-id] >> text=Case summary (PDF)", timeout=10000)
+        for page in (presenter, follower):
+            assert page.eval_on_selector_all("#board-records a", "els => els.map(a => a.href)") == links
+            assert page.locator("#board-records .board-none").count() == 0
         png = presenter.request.get(links[0])
         assert png.status == 200 and png.body()[:8] == b"\x89PNG\r\n\x1a\n"
         pdf = presenter.request.get(links[1])

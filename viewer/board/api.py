@@ -33,11 +33,7 @@ class CanRecord(BasePermission):
 
 
 def record_data(record: BoardRecord) -> dict:
-    return {"id": record.pk, "kind": record.kind, "case": record.case_id, "case_id": record.case.case_id,
-            "slide": record.slide_id, "caption": record.caption, "viewport": record.viewport,
-            "url": selectors.board_record_url(record), "size_bytes": record.size_bytes,
-            "created_by": record.created_by.get_username() if record.created_by else None,
-            "created_at": record.created_at.isoformat()}
+    return selectors.board_record_data(record)
 
 
 def session_data(session: BoardSession, *, full: bool = True) -> dict:

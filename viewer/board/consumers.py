@@ -10,6 +10,9 @@ Server -> client:
     {"type": "handover", "driver", "driver_name", "by"}  to everyone
     {"type": "participants", "participants": [...]}      someone joined or left: [{id, username,
                                                          connected, can_present}]
+    {"type": "record", "record": {...}}                  a snapshot or PDF summary was added to the
+                                                         board record (the API's record, with
+                                                         "created_time" HH:MM), to everyone
     {"type": "error", "code", "error"}                   to the sender only
     {"type": "ended", "error"}                           the session ended; then close code 4409
 
@@ -202,6 +205,10 @@ class BoardConsumer(LoginRequiredConsumer):
         self._pending = self._dirty = None
         await self.send_json({"type": "ended", "error": ENDED_MESSAGE})
         await self.close(code=ENDED_CLOSE_CODE)
+
+    async def board_record(self, event):
+        """A new board record (viewer.board.services._announce_record): every page lists it live."""
+        await self.send_json({"type": "record", "record": event["record"]})
 
     async def board_participants(self, event):
         await self.send_json({"type": "participants", "participants": event["participants"]})

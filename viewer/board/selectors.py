@@ -96,6 +96,15 @@ def board_record_url(record: BoardRecord) -> str:
     return reverse("board-record-file", args=[record.session_id, record.pk])
 
 
+def board_record_data(record: BoardRecord) -> dict:
+    """A board record as the API answers it and the board's websocket announces it."""
+    return {"id": record.pk, "kind": record.kind, "case": record.case_id, "case_id": record.case.case_id,
+            "slide": record.slide_id, "caption": record.caption, "viewport": record.viewport,
+            "url": board_record_url(record), "size_bytes": record.size_bytes,
+            "created_by": record.created_by.get_username() if record.created_by else None,
+            "created_at": record.created_at.isoformat()}
+
+
 def board_participants(session: BoardSession) -> list[dict]:
     """Everyone who joined, with whether they are connected now and may present (any role: a
     login without one may watch, never steer)."""

@@ -163,6 +163,24 @@ def board_end(*, session: BoardSession, user) -> None:
     transaction.on_commit(lambda: _close_sockets(session.key))
 
 
+def _announce_record(session_key: str, record: BoardRecord) -> None:
+    """Tell the session's open websockets (viewer.board.consumers) of a new board record, so that
+    everyone following sees it in their "Board record" list at once, not after a reload."""
+    from asgiref.sync import async_to_sync
+    from channels.layers import get_channel_layer
+
+    from viewer.board.selectors import board_channel_layer_alias, board_group_name, board_record_data
+
+    try:
+        data = board_record_data(record)
+        # the time as the page's list shows it (the server's time zone, to the minute)
+        data["created_time"] = f"{timezone.localtime(record.created_at):%H:%M}"
+        async_to_sync(get_channel_layer(board_channel_layer_alias()).group_send)(
+            board_group_name(session_key), {"type": "board.record", "record": data})
+    except Exception:  # noqa: BLE001 - the record is made; the others see it on their next load
+        logger.exception("board %s: could not announce record %s to the open websockets", session_key, record.pk)
+
+
 def _close_sockets(session_key: str) -> None:
     """Tell the session's open websockets (viewer.board.consumers) to close with code 4409."""
     from asgiref.sync import async_to_sync
@@ -295,6 +313,7 @@ def board_snapshot_create(*, session: BoardSession, user, slide: Slide, x: float
     record.save(update_fields=["file_name"])
     audit_record(user=user, action="board.snapshot", case=case, slide=slide,
                  detail={"session": session.pk, "record": record.pk, "panes": len(metas)})
+    transaction.on_commit(lambda: _announce_record(session.key, record))
     return record
 
 
@@ -392,6 +411,7 @@ def board_summary_create(*, session: BoardSession, user, case: Case) -> BoardRec
     _write_atomic(folder, record.file_name, data)
     record.save(update_fields=["file_name"])
     audit_record(user=user, action="board.summary", case=case, detail={"session": session.pk, "record": record.pk})
+    transaction.on_commit(lambda: _announce_record(session.key, record))
     from viewer.review.services import case_mark_discussed
 
     case_mark_discussed(case=case, user=user)  # its summary is in the board record: discussed

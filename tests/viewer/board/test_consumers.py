@@ -246,3 +246,41 @@ def test_handover_changes_the_driver_and_everyone_is_told(session):
     from cases.models import AuditEvent
 
     assert AuditEvent.objects.filter(action="board.handover").count() == 2
+
+
+def test_new_board_records_reach_every_open_page_live(session, client_for, he_slide):
+    """A snapshot or PDF summary the presenter adds is announced over the websocket, so followers
+    list it at once (static/board/board.js) instead of after a reload."""
+    from asgiref.sync import sync_to_async
+
+    case, board = session["case"], session["session"]
+    assert he_slide.case_id == case.pk  # the session's first case has a slide to snapshot
+    client = client_for(session["presenter"])
+
+    def post(url, body):
+        response = client.post(url, body, content_type="application/json")
+        assert response.status_code == 201, response.content
+        return response.json()
+
+    async def run():
+        presenter, _, _ = await connect(session["path"], session["cookies"]["presenter"])
+        follower, _, _ = await connect(session["path"], session["cookies"]["pathologist"])
+        await receive(follower, "hello")
+        snapshot = await sync_to_async(post)(f"/api/boards/{board.pk}/snapshots/",
+                                             {"slide": he_slide.pk, "x": 0, "y": 0, "width": 800, "height": 800,
+                                              "out_width": 200, "caption": "Invasive front"})
+        got_snapshot = [await receive(c, "record") for c in (follower, presenter)]
+        summary = await sync_to_async(post)(f"/api/boards/{board.pk}/summaries/", {"case": case.pk})
+        got_summary = await receive(follower, "record")
+        await presenter.disconnect()
+        await follower.disconnect()
+        return snapshot, got_snapshot, summary, got_summary
+
+    snapshot, got_snapshot, summary, got_summary = asyncio.run(run())
+    for got in got_snapshot:  # the API's record, and the time as the page lists it
+        record = got["record"]
+        assert {k: v for k, v in record.items() if k != "created_time"} == snapshot
+        assert record["caption"] == "Invasive front" and record["kind"] == "snapshot"
+        assert len(record["created_time"]) == 5 and record["created_time"][2] == ":"
+    assert got_summary["record"]["id"] == summary["id"] and got_summary["record"]["kind"] == "summary"
+    assert got_summary["record"]["url"] == summary["url"] and got_summary["record"]["case_id"] == case.case_id
