@@ -61,7 +61,7 @@ LADDER_NUCLEUS_WEIGHTS = os.environ.get("LADDER_NUCLEUS_WEIGHTS", "")  # "" = th
 # HER2 membrane thresholds: phantom | bci-provisional (analysis.core.her2.grading.HER2_THRESHOLD_SETS)
 LADDER_HER2_THRESHOLDS = os.environ.get("LADDER_HER2_THRESHOLDS", "phantom")
 LADDER_TORCH_DEVICE = os.environ.get("LADDER_TORCH_DEVICE", "auto")  # auto | cpu | cuda | cuda:1 ...
-LADDER_NUCLEUS_RUNTIME = os.environ.get("LADDER_NUCLEUS_RUNTIME", "auto")  # auto | torch | onnxruntime (CPU)
+LADDER_NUCLEUS_RUNTIME = os.environ.get("LADDER_NUCLEUS_RUNTIME", "auto")  # auto | torch | torch-bf16 | onnxruntime (CPU)
 LADDER_TILE_THREADS = int(os.environ.get("LADDER_TILE_THREADS", "8"))
 LADDER_OPEN_SLIDES = int(os.environ.get("LADDER_OPEN_SLIDES", "32"))
 LADDER_JPEG_QUALITY = int(os.environ.get("LADDER_JPEG_QUALITY", "80"))

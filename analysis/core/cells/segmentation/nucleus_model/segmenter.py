@@ -81,7 +81,7 @@ class NucleusModelSegmenter:
         if threads:
             torch.set_num_threads(threads)
         self.device = device
-        # runtime: auto | torch | onnxruntime (inference.py); None reads LADDER_NUCLEUS_RUNTIME
+        # runtime: auto | torch | torch-bf16 | onnxruntime (inference.py); None reads LADDER_NUCLEUS_RUNTIME
         self.model = _loaded(str(weights), device, runtime or os.environ.get("LADDER_NUCLEUS_RUNTIME") or "auto",
                              torch.get_num_threads())
         self.target_mpp = self.model.work_mpp

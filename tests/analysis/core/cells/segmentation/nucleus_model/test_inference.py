@@ -37,5 +37,36 @@ def test_onnx_runtime_and_folded_torch_give_the_maps_of_the_trained_network(shar
     for loaded in (on_torch, on_onnx):
         maps = np.concatenate([m.reshape(-1, *rgb.shape[:2]) for m in inference.predict_maps(loaded=loaded, rgb=rgb)])
         assert np.abs(maps - eager).max() < 1e-4, loaded.runtime
-    with pytest.raises(inference.NucleusRuntimeError, match="one of auto, torch, onnxruntime"):
+    with pytest.raises(inference.NucleusRuntimeError, match="one of auto, torch, torch-bf16, onnxruntime"):
         inference.load_weights(path=SHIPPED_WEIGHTS, runtime="tensorrt")
+
+
+def test_bfloat16_finds_the_nuclei_of_float32(shared_file):
+    """bfloat16 convolutions (the default where the CPU computes them natively) move the maps by
+    a few hundredths and the nuclei hardly at all; benchmarks/nucleus_bf16.py measures it on
+    every annotated set."""
+    import pytest
+
+    if not inference.cpu_has_native_bfloat16():
+        pytest.skip("this CPU has no native bfloat16")
+    rgb = np.asarray(Image.open(shared_file("nuclei/breast-tnbc/08_1.png")).convert("RGB"))[:400, :400]
+    on_float32 = inference.load_weights(path=SHIPPED_WEIGHTS, runtime="torch")
+    on_bfloat16 = inference.load_weights(path=SHIPPED_WEIGHTS, runtime="torch-bf16")
+    assert on_bfloat16.runtime == "torch bfloat16"
+    reference, reduced = inference.predict_maps(loaded=on_float32, rgb=rgb), inference.predict_maps(loaded=on_bfloat16, rgb=rgb)
+    assert all(m.dtype == np.float32 for m in reduced)
+    assert 0 < np.abs(reduced[0] - reference[0]).max() < 0.1  # really reduced precision, and not by much
+    n_reference = instances_from_maps(np_prob=reference[0], hv=reference[1]).max()
+    n_reduced = instances_from_maps(np_prob=reduced[0], hv=reduced[1]).max()
+    assert n_reference > 20 and abs(int(n_reduced) - int(n_reference)) <= max(2, 0.03 * n_reference)
+
+
+def test_auto_runs_bfloat16_only_where_the_cpu_computes_it(monkeypatch):
+    import pytest
+
+    monkeypatch.setattr(inference, "cpu_has_native_bfloat16", lambda: False)
+    assert inference.load_weights(path=SHIPPED_WEIGHTS, runtime="auto").runtime == "torch"
+    with pytest.raises(inference.NucleusRuntimeError, match="no native bfloat16"):
+        inference.load_weights(path=SHIPPED_WEIGHTS, runtime="torch-bf16")
+    monkeypatch.setattr(inference, "cpu_has_native_bfloat16", lambda: True)
+    assert inference.load_weights(path=SHIPPED_WEIGHTS, runtime="auto").runtime == "torch bfloat16"
