@@ -148,13 +148,14 @@ def test_magnification_keys_menu_escape_and_tooltip(analysed_case, logged_in_pag
     page.evaluate("() => window.caseOverlays.setVisible(0, 'cells', false)")
 
 
-# What a flash message must never cover: headings and the slide viewer with its controls.
+# What a flash message must never cover: headings, the slide viewer with its controls, and the
+# side panel's cards (the clinical summary).
 MESSAGE_COVERS_JS = """() => {
   const box = document.querySelector('.messages');
   if (!box) return null;
   const m = box.getBoundingClientRect();
   const hit = (r) => r.width > 0 && r.left < m.right && m.left < r.right && r.top < m.bottom && m.top < r.bottom;
-  return [...document.querySelectorAll('main h1, main h2, main h3, .cv-toolbar, .cv-pane-bar, #case-viewer')]
+  return [...document.querySelectorAll('main h1, main h2, main h3, .cv-toolbar, .cv-pane-bar, #case-viewer, .sidepanel .card, dl.clinical')]
     .filter((el) => hit(el.getBoundingClientRect()))
     .map((el) => el.tagName.toLowerCase() + '.' + String(el.className).split(' ')[0] + ': ' + el.textContent.trim().slice(0, 30));
 }"""

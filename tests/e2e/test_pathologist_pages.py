@@ -17,6 +17,13 @@ pytestmark = pytest.mark.e2e
 
 SHOTS = Path(os.environ.get("LADDER_E2E_SHOTS") or tempfile.mkdtemp(prefix="ladder-shots-"))
 SIZES = [(1280, 800), (1920, 1080)]
+# Where the case page's flash message stands: in the side panel's flow, clear of the clinical summary.
+MESSAGE_IN_PANEL_JS = """() => {
+  const box = document.querySelector('.messages');
+  const m = box.getBoundingClientRect(), c = document.querySelector('dl.clinical').getBoundingClientRect();
+  return {inPanel: box.parentElement.matches('.sidepanel'), position: getComputedStyle(box).position,
+          clear: m.bottom <= c.top || c.bottom <= m.top};
+}"""
 READY_JS = """() => {
   const board = document.getElementById('board');
   return board && board.dataset.connected === '1' && window.caseViewer && window.caseBoard
@@ -86,8 +93,11 @@ def test_worklist_case_form_and_case_page(browser, live_site):
         page.wait_for_url("**/cases/E2E-NEW-1/")
         clinical = page.inner_text("dl.clinical")
         assert re.search(r"Stage\s+II\b", clinical) and "Positive" in clinical
-        # the flash message floats over the page and can be closed
-        assert page.evaluate("() => getComputedStyle(document.querySelector('.messages')).position") == "fixed"
+        # the flash message stands at the top of the side panel, in its flow: the clinical summary
+        # moves down for it, never lies under it; it can be closed
+        for width, height in SIZES:
+            page.set_viewport_size({"width": width, "height": height})
+            assert page.evaluate(MESSAGE_IN_PANEL_JS) == {"inPanel": True, "position": "static", "clear": True}, width
         page.click(".messages .message-close")
         assert page.locator(".messages").count() == 0
         page.click("#edit-clinical")
@@ -96,6 +106,9 @@ def test_worklist_case_form_and_case_page(browser, live_site):
         page.click("#case-form button[type=submit]")
         page.wait_for_url("**/cases/E2E-NEW-1/")
         assert re.search(r"Stage\s+III\b", page.inner_text("dl.clinical"))
+        # a confirmation also closes on a click anywhere on it
+        page.click(".messages .message span")
+        page.wait_for_selector(".messages", state="detached", timeout=2000)
 
         # --- the demo case: jobs name their slide and say how they ended
         page.goto(f"{url}/cases/DEMO-001/")
