@@ -45,6 +45,7 @@ import pandas as pd
 from PIL import Image
 
 from analysis.core.files import fsync_file, publish_folder
+from analysis.core.memory import release_free_memory
 from analysis.core.cells import stain as stain_mod
 from analysis.core.cells.table import CellTableWriter, DEFAULT_BUCKET_PX
 from analysis.core.cells.classes import CellClass, Her2Class
@@ -475,6 +476,8 @@ def _segment_tiles(*, reader, plan: _Plan, tiles, steps: _HeSteps, writer: CellT
                     class_counts[str(value)] = class_counts.get(str(value), 0) + int(count)
                 steps.collect(cells)
                 writer.add(cells)
+        del rgb, found
+        release_free_memory()  # the tile's buffers, or the heap keeps growing (analysis/core/memory.py)
         progress(done + 1, total, f"tile {done + 1}/{total}: {next_id} cells")
     if should_cancel():
         raise Cancelled(f"cancelled after {total} of {total} tiles")
