@@ -72,17 +72,25 @@ def build(size: int) -> dict[str, Path]:
 
 
 class PeakSampler(threading.Thread):
+    """Resident memory of this process every 50 ms: the peak overall and per stage (`mark`)."""
+
     def __init__(self):
         super().__init__(daemon=True)
         self.peak = 0
+        self.stage, self.stage_peaks = "start", {}
         self.stop = threading.Event()
+
+    def mark(self, stage: str) -> None:
+        self.stage = stage
 
     def run(self):
         while not self.stop.is_set():
             with open("/proc/self/status") as status:
                 for line in status:
                     if line.startswith("VmRSS:"):
-                        self.peak = max(self.peak, int(line.split()[1]) * 1024)
+                        rss = int(line.split()[1]) * 1024
+                        self.peak = max(self.peak, rss)
+                        self.stage_peaks[self.stage] = max(self.stage_peaks.get(self.stage, 0), rss)
             time.sleep(0.05)
 
 
@@ -131,6 +139,9 @@ def main() -> None:
         def on_progress(fraction: float, message: str) -> None:
             if "cell graphs" in message and "cells_done" not in marks:
                 marks["cells_done"] = time.perf_counter()
+                sampler.mark(f"{stain} features")
+
+        sampler.mark(f"{stain} cells")
 
         t1 = time.perf_counter()
         job = job_execute(job_claim(job_id=job_enqueue(kind=JobKind.ANALYZE_SLIDE, slide=slide, max_attempts=1).pk,
@@ -149,6 +160,7 @@ def main() -> None:
     # The analysis jobs queued a score; run it here, timed.
     from analysis.models import Job
 
+    sampler.mark("score")
     t3 = time.perf_counter()
     for job in Job.objects.filter(kind=JobKind.SCORE_CASE, status=JobStatus.QUEUED):
         scored = job_execute(job_claim(job_id=job.pk, worker="benchmark"))
@@ -164,6 +176,7 @@ def main() -> None:
         "stages": stages, "score_s": round(score_s, 2), "score_status": scored.status if 'scored' in dir() else None,
         "total_s": round(total, 1), "target_s": TARGET_SECONDS, "pass_time": total < TARGET_SECONDS,
         "peak_rss_mb": round(own_peak / 1e6), "peak_rss_children_mb": round(children_peak / 1e6),
+        "peak_rss_mb_by_stage": {k: round(v / 1e6) for k, v in sampler.stage_peaks.items()},
         "target_gb": TARGET_GB, "pass_memory": max(own_peak, children_peak) / 1e9 < TARGET_GB,
     }
     name = "wsi_throughput.json" if args.size == 40_000 else f"wsi_throughput-{args.size}.json"
