@@ -40,6 +40,8 @@ function toast(message, kind = 'info') {
   el.textContent = message;
   el.dataset.kind = kind;
   el.hidden = false;
+  el.title = 'Click to close';
+  el.onclick = () => { el.hidden = true; };
   clearTimeout(toast.timer);
   toast.timer = setTimeout(() => { el.hidden = true; }, 4000);
 }

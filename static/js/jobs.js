@@ -82,15 +82,30 @@ function restoreView() {
   else document.addEventListener("caseviewer:ready", (event) => apply(event.detail), { once: true });
 }
 
+// A failed, cancelled or not-scored job that a later job of the same kind on the same slide has
+// done is history, not a problem: shown muted, "since done" (as viewer.cases.selectors.case_jobs).
+const SUPERSEDABLE = new Set(["failed", "cancelled", "not_scored"]);
+function supersededIds(jobs) {  // jobs: newest first
+  const done = new Set(); const ids = new Set();
+  for (const job of jobs) {
+    const key = `${job.kind}:${job.slide}`; const outcome = job.outcome || job.status;
+    if (done.has(key) && SUPERSEDABLE.has(outcome)) ids.add(job.id);
+    if (outcome === "succeeded") done.add(key);
+  }
+  return ids;
+}
+
 function render(jobs) {
   dropFinishedJobMessages(jobs);
   noteFinished(jobs);
   const canEdit = list.dataset.canEdit === "1";
+  const superseded = supersededIds(jobs);
   list.replaceChildren(...(jobs.length ? jobs : [null]).map((job) => {
     const li = document.createElement("li");
     if (!job) { li.className = "muted"; li.textContent = "No jobs yet."; return li; }
     const outcome = job.outcome || job.status;
-    li.className = `job status-${outcome}`;
+    li.className = `job status-${outcome}${superseded.has(job.id) ? " superseded" : ""}`;
+    if (superseded.has(job.id)) li.title = "A later run of the same job has done it";
     li.dataset.jobId = job.id;
     const head = document.createElement("div");
     head.className = "jobhead";
@@ -102,7 +117,7 @@ function render(jobs) {
       slide.textContent = ` · ${job.slide_name}`;
       head.querySelector("strong").append(slide);
     }
-    head.querySelector(".status").textContent = job.outcome_display || job.status;
+    head.querySelector(".status").textContent = (job.outcome_display || job.status) + (superseded.has(job.id) ? " · since done" : "");
     const bar = document.createElement("progress");
     bar.max = 1; bar.value = job.progress;
     bar.setAttribute("aria-label", `${job.kind_display} progress`);
@@ -122,7 +137,7 @@ function render(jobs) {
       details.addEventListener("toggle", () => (details.open ? openLogs.add(job.id) : openLogs.delete(job.id)));
       li.append(details);
     }
-    if (canEdit && (job.status === "queued" || job.status === "running" || job.status === "failed" || job.status === "cancelled")) {
+    if (canEdit && !superseded.has(job.id) && (job.status === "queued" || job.status === "running" || job.status === "failed" || job.status === "cancelled")) {
       const action = job.status === "failed" || job.status === "cancelled" ? "retry" : "cancel";
       const button = document.createElement("button");
       button.textContent = action === "retry" ? "Retry" : "Cancel";

@@ -111,10 +111,13 @@ class PaneOverlays {
         node.addEventListener(type, (event) => event.stopPropagation());
       }
       node.addEventListener('keydown', (event) => {
+        if (event.key === 'Escape' && node === this.inspector) { this.closeInspector(); this.pane.viewer.canvas.focus?.(); }
         if (!VIEWER_KEYS_FROM_PANELS.includes(event.key)) event.stopPropagation();
       });
     }
   }
+
+  get inspectorOpen() { return !this.inspector.hasAttribute('hidden'); }
 
   setPanelOpen(open) {
     if (open) this.body.removeAttribute('hidden'); else this.body.setAttribute('hidden', '');
@@ -859,6 +862,16 @@ class CaseOverlays {
     this.highlightName = null;
     this._features = new Map();
     this.ready = caseViewer.ready.then(() => Promise.all(this.panes.map((p) => p.load()))).then(() => this);
+    // Esc closes an open cell inspector (before the viewer's own Esc, which clears measurements).
+    document.addEventListener('keydown', (event) => {
+      if (event.key !== 'Escape' || event.defaultPrevented) return;
+      if (event.target && /^(INPUT|TEXTAREA|SELECT)$/.test(event.target.tagName)) return;
+      if (document.querySelector('.cv-help-overlay:not([hidden])')) return;  // Esc closes the help first
+      const open = this.panes.filter((p) => p.inspectorOpen);
+      if (!open.length) return;
+      for (const p of open) p.closeInspector();
+      event.preventDefault();
+    }, true);
     document.addEventListener('click', (event) => {
       const row = event.target.closest && event.target.closest('table.attributions tr[data-feature]');
       if (!row) return;

@@ -192,6 +192,13 @@ def test_annotation_outline_presence_controls_and_the_end_of_a_board(browser, li
         follower.wait_for_function("() => document.getElementById('board').dataset.role === 'driver'", timeout=10000)
         presenter.wait_for_function("() => document.getElementById('board').dataset.role === 'follower'", timeout=10000)
         assert presenter.is_visible("#board-take") and follower.is_hidden("#board-take")
+        # the hand-over's toast stands over the slides, not over the side panel's cards, and a click closes it
+        follower.wait_for_selector("#board-toast", state="visible", timeout=5000)
+        toast = follower.locator("#board-toast").bounding_box()
+        side = follower.locator(".board-side").bounding_box()
+        assert toast["x"] + toast["width"] <= side["x"], (toast, side)
+        follower.click("#board-toast")
+        assert follower.is_hidden("#board-toast")
         assert follower.evaluate(OPTIONS_JS) == ["presenter"]
         presenter.click("#board-take")
         presenter.wait_for_function("() => document.getElementById('board').dataset.role === 'driver'", timeout=10000)

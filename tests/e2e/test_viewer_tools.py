@@ -168,6 +168,17 @@ def test_outlines_inspector_display_and_density(analysed_case, logged_in_page, l
         assert wrap.evaluate("(w) => w.scrollWidth <= w.clientWidth + 1"), "the graph table needs a sideways scroll"
     morph = inspector.locator("dt[title^='Morph_']")
     assert morph.count() == 0 or "Morph_" not in morph.first.inner_text()
+    # Esc closes it, from the inspector itself or from the slide
+    inspector.locator(".ov-close").focus()
+    page.keyboard.press("Escape")
+    assert inspector.is_hidden()
+    now = page.evaluate("(t) => window.caseOverlays.recordScreenPoint(0, 'cells', {id: t.id})", target)  # it panned
+    page.mouse.move(now["x"], now["y"])
+    page.wait_for_function(f"() => window.caseOverlays.status(0).hover === {target['id']}", timeout=5000)
+    page.mouse.click(now["x"], now["y"])
+    page.wait_for_function(f"() => window.caseOverlays.status(0).inspected === {target['id']}", timeout=60000)
+    page.keyboard.press("Escape")
+    assert inspector.is_hidden()
 
 
 def _centre(page, index):

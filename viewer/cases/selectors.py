@@ -4,7 +4,7 @@ from __future__ import annotations
 from django.db.models import Count, Q, QuerySet
 from django.urls import reverse
 
-from analysis.models import ACTIVE_STATUSES, Job
+from analysis.models import ACTIVE_STATUSES, Job, JobStatus
 from analysis.registration import alignment_field_active
 from cases.models import Case, Slide, SlideAlignment, SlideStatus, Stain
 
@@ -159,8 +159,21 @@ def case_viewer_config(*, case: Case, can_edit: bool, csrf_token: str) -> dict:
     }
 
 
-def case_jobs(case: Case, *, limit: int = 20) -> QuerySet[Job]:
-    return case.jobs.select_related("slide").order_by("-created_at")[:limit]
+def case_jobs(case: Case, *, limit: int = 20) -> list[Job]:
+    """The case's latest jobs, newest first; a failed, cancelled or not-scored job that a later job of
+    the same kind on the same slide has since done is marked `superseded` (static/js/jobs.js does
+    the same for the live list)."""
+    jobs = list(case.jobs.select_related("slide").order_by("-created_at")[:limit])
+    done: set[tuple] = set()
+    for job in jobs:
+        key = (job.kind, job.slide_id)
+        job.superseded = key in done and job.outcome in SUPERSEDABLE_OUTCOMES
+        if job.outcome == JobStatus.SUCCEEDED:
+            done.add(key)
+    return jobs
+
+
+SUPERSEDABLE_OUTCOMES = {"failed", "cancelled", "not_scored"}
 
 
 def slide_latest_run(slide: Slide):

@@ -107,6 +107,11 @@ def _open_openslide(path: Path):
     try:
         return openslide.OpenSlide(str(path)), vendor
     except Exception as exc:
+        if vendor == "dicom":  # OpenSlide's own reasons ("Couldn't get image flavor") mean nothing to a pathologist
+            raise CorruptSlideError(
+                f"{path.name}: a DICOM file that does not follow the whole-slide standard (VL Whole Slide "
+                f"Microscopy Image) or is incomplete; export the slide again from the scanner or archive "
+                f"(OpenSlide: {exc})") from exc
         raise CorruptSlideError(f"{path.name}: the {VENDOR_NAMES.get(vendor, vendor)} file is damaged or incomplete ({exc})") from exc
 
 

@@ -40,3 +40,18 @@ def test_finished_job_drops_its_progress_line_and_names_its_slide(client_for, pa
     assert rows[failed.pk]["slide_name"] == ""
     html = client_for(pathologist).get(f"/cases/{he_slide.case.case_id}/").content.decode()
     assert "· H&amp;E · CMU-1-Small-Region.svs" in html
+
+
+@pytest.mark.django_db
+def test_a_failure_a_later_run_has_done_is_marked_superseded(client_for, pathologist, he_slide):
+    """Walk-through: an old "Not scored" / "Failed" entry stayed as if the case still had a problem."""
+    from viewer.cases.selectors import case_jobs
+
+    case = he_slide.case
+    failed = job_run(job_enqueue(kind=JobKind.SELFTEST, case=case, slide=he_slide, params={"seconds": 0.1, "fail": "x"}).pk)
+    other = job_run(job_enqueue(kind=JobKind.SELFTEST, case=case, params={"seconds": 0.1, "fail": "y"}).pk)  # no slide
+    done = job_run(job_enqueue(kind=JobKind.SELFTEST, case=case, slide=he_slide, params={"seconds": 0.1}).pk)
+    marks = {job.pk: job.superseded for job in case_jobs(case)}
+    assert marks == {failed.pk: True, other.pk: False, done.pk: False}  # another slide's failure still stands
+    html = client_for(pathologist).get(f"/cases/{case.case_id}/").content.decode()
+    assert html.count("superseded") == 1 and "Failed · since done" in html
