@@ -19,6 +19,7 @@ const state = {
   silent: 0,           // > 0 while we change Annotorious ourselves
   selected: null,
   expectRemoved: new Set(),  // ids we removed from Annotorious ourselves
+  switchedPress: false,  // a press on the other slide that moved the drawing tool there (no pan)
 };
 
 function csrfToken() {
@@ -251,11 +252,21 @@ function attachTools(entry) {
     createRecord(slideId, { type: 'Point', coordinates: [Math.round(p.x * 1000) / 1000, Math.round(p.y * 1000) / 1000] }, 'point');
   });
   viewer.addHandler('canvas-press', (event) => {
+    if (state.tool && state.toolSlide !== slideId && config.canAnnotate) {
+      // Drawing on the other slide of the pair: the tool follows (it used to pan there silently).
+      // This press only switches (the shape tools start on the next one), so it must not pan.
+      setTool(state.tool, slideId);
+      state.switchedPress = !active('freehand') && !active('point');
+      const hint = $('an-hint');
+      const name = $('an-slide')?.selectedOptions?.[0]?.textContent || 'this slide';
+      if (hint && state.switchedPress) hint.textContent = `Now drawing on ${name}: ${hint.textContent}`;
+    }
     if (!active('freehand')) return;
     const p = entry.pane.elementToImage(event.position);
     state.freehand = { slideId, points: [[p.x, p.y]], last: event.position };
   });
   viewer.addHandler('canvas-drag', (event) => {
+    if (state.switchedPress) { event.preventDefaultAction = true; return; }
     if (!active('freehand') || !state.freehand) return;
     event.preventDefaultAction = true;
     const { last } = state.freehand;
@@ -266,6 +277,7 @@ function attachTools(entry) {
     drawPoints(entry);
   });
   viewer.addHandler('canvas-release', () => {
+    state.switchedPress = false;
     if (!active('freehand') || !state.freehand) return;
     const { points } = state.freehand;
     state.freehand = null;

@@ -90,6 +90,13 @@ def test_auto_registration_and_synced_viewing_through_the_field(logged_in_page, 
 
     # Align mode -> Auto: the job runs in the product's worker; the viewer takes its result.
     page.click(".cv-align")
+    # its hint stands clear of both navigators (it covered the H&E one at the seam of the panes)
+    hint = page.wait_for_selector(".cv-toast", state="visible", timeout=5000).bounding_box()
+    for index in (0, 1):
+        nav = page.locator(f".cv-pane[data-index='{index}'] .navigator").bounding_box()
+        apart = (hint["y"] + hint["height"] <= nav["y"] or nav["y"] + nav["height"] <= hint["y"]
+                 or hint["x"] + hint["width"] <= nav["x"] or nav["x"] + nav["width"] <= hint["x"])
+        assert apart, (index, hint, nav)
     page.click(".cv-align-auto")
     page.wait_for_function("window.caseViewer.registration.field !== null", timeout=240000)
     assert page.evaluate("() => window.caseViewer.alignMode") is False

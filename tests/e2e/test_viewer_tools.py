@@ -225,6 +225,28 @@ def test_rectangle_attribution_table_and_panel_layout(analysed_case, logged_in_p
     _open_demo_case(page, url)
     assert any(r["id"] == record["id"] and r["shape"] == "rectangle" for r in page.evaluate("() => window.caseAnnotations.records()"))
 
+    # -- the tool follows the slide drawn on: a drag on the IHC with the H&E chosen switches to the IHC
+    #    and does not pan (it used to pan silently); the next drag draws there
+    ihc = next(s for s in config["slides"] if s["id"] != he["id"])
+    page.select_option("#an-slide", str(he["id"]))
+    page.click(".an-buttons button[data-tool='rectangle']")
+    box = page.evaluate("""() => { const r = window.caseViewer.panes[1].viewer.element.getBoundingClientRect();
+        return {x: r.left, y: r.top, width: r.width, height: r.height}; }""")
+    views = page.evaluate("() => window.caseViewer.panes.map(p => p.getView().center)")
+    before = len(page.evaluate("() => window.caseAnnotations.records()"))
+    for attempt in range(2):
+        page.mouse.move(box["x"] + box["width"] * 0.4, box["y"] + box["height"] * 0.4)
+        page.mouse.down()
+        page.mouse.move(box["x"] + box["width"] * 0.55, box["y"] + box["height"] * 0.55, steps=8)
+        page.mouse.up()
+        if attempt == 0:
+            assert page.input_value("#an-slide") == str(ihc["id"])
+            assert "Now drawing on" in page.inner_text("#an-hint")
+            assert page.evaluate("() => window.caseViewer.panes.map(p => p.getView().center)") == views, "it panned"
+    page.wait_for_function("(n) => window.caseAnnotations.records().length === n + 1", arg=before, timeout=15000)
+    drawn = max(page.evaluate("() => window.caseAnnotations.records()"), key=lambda r: r["id"])
+    assert drawn["shape"] == "rectangle" and drawn["slide"] == ihc["id"]
+
     # -- annotation labels readable (not light blue on pale blue)
     page.evaluate("(id) => window.caseAnnotations.select(id, {fit: false})", record["id"])
     item = page.locator(f"#an-list li[data-annotation='{record['id']}'] .an-item")
