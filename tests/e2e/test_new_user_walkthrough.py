@@ -189,7 +189,9 @@ WATERFALL_JS = """() => {
   const r = title.getBoundingClientRect();
   const ticks = [...plot.querySelectorAll('.ytick text')].filter((t) => {
     const b = t.getBoundingClientRect(); return b.left < svg.left - 0.5 || b.right > svg.right + 0.5; });
+  const key = plot.querySelector('.gtitle');
   return {title: [r.left, r.right], axisEnd, svg: [svg.left, svg.right], card: [card.left, card.right],
+          colourKey: key ? key.textContent : '', keyInside: key ? key.getBoundingClientRect().right <= card.right : false,
           clippedTicks: ticks.map((t) => t.textContent),
           // names shortened with "…" (they wrap onto two lines instead), and tick labels overlapping
           shortened: [...plot.querySelectorAll('.ytick text')].map((t) => t.textContent).filter((t) => t.includes('…')),
@@ -267,6 +269,7 @@ def test_messages_case_page_layout_form_and_worklist(analysed_case, browser, liv
             assert page.evaluate(BROKEN_WORDS_JS) == [], f"names broken inside a word at {width}x{height}"
             chart = page.evaluate(WATERFALL_JS)
             assert chart["clippedTicks"] == [], chart
+            assert "raised the score" in chart["colourKey"] and "lowered it" in chart["colourKey"] and chart["keyInside"], chart
             assert chart["shortened"] == [] and not chart["overlapping"], chart  # whole names at 1280 too
             left, right = chart["title"]
             assert right <= chart["axisEnd"] + 1 and left >= chart["svg"][0] and right <= chart["card"][1], chart

@@ -291,7 +291,10 @@ def attribution_waterfall(*, score, top: int = ATTRIBUTIONS_SHOWN) -> dict:
                   "hovertemplate": "%{y}<br>%{customdata}<br>%{x:+.1f}<extra></extra>"}],
         # The axis title is an annotation ending at the plot's right edge: Plotly centres an axis
         # title under the plot area, which the long names push right, so it ran off the panel.
-        "layout": {"title": {"text": "What moved the score"},
+        # The bars' colour key under the title (the chart has no legend: one trace, three colours).
+        "layout": {"title": {"text": "What moved the score<br><span style='font-size:11px'>"
+                                     "<span style='color:#D55E00'>■</span> raised the score   "
+                                     "<span style='color:#0072B2'>■</span> lowered it</span>"},
                    "yaxis": {"autorange": "reversed", "automargin": True},
                    "annotations": [{"text": "HER2-LADDER score", "xref": "paper", "yref": "paper", "x": 1, "y": 0,
                                     "xanchor": "right", "yanchor": "top", "yshift": -20, "showarrow": False,
