@@ -207,7 +207,10 @@ class SlidePane {
       gestureSettingsMouse: { clickToZoom: false, dblClickToZoom: true, flickEnabled: false },
       crossOriginPolicy: false,
     };
-    if (config.drawer) options.drawer = config.drawer;
+    // OpenSeadragon's canvas drawer: its WebGL drawer (the default since OSD 5) draws a rotated
+    // view as a patchwork (tiles of the wrong place, blank rectangles: seen in Chromium on every
+    // rotated IHC of a registered pair; e2e test_a_rotated_slide_is_drawn_whole).
+    options.drawer = config.drawer || 'canvas';
     this.viewer = OpenSeadragon(options);
 
     // Overlay root for other modules (cell layers, annotations): inside the OSD

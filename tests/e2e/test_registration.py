@@ -5,6 +5,7 @@ follows the field, and the linked cursor marks the same tissue in the other pane
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import time
 import math
@@ -12,6 +13,7 @@ from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from analysis.core.slides.registration import (
     DisplacementField,
@@ -203,3 +205,39 @@ def test_annotation_shown_on_and_copied_to_the_other_slide(logged_in_page, live_
     assert page.locator(f"li[data-annotation='{copy['id']}'] .an-transferred").count() == 1
     page.wait_for_function("window.caseViewer.viewers.every(v => v.getFullyLoaded())", timeout=60000)
     (PROJECT_ROOT / "docs" / "img" / "registration-annotation-transfer.png").write_bytes(page.screenshot())
+
+
+def _pane_pixels(page, index: int) -> np.ndarray:
+    page.wait_for_timeout(800)
+    page.wait_for_function(f"window.caseViewer.viewers[{index}].getFullyLoaded()", timeout=60000)
+    page.wait_for_timeout(300)
+    png = page.locator(f".cv-pane[data-index='{index}'] .cv-osd").screenshot()
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(float)
+
+
+def test_a_rotated_slide_is_drawn_whole(logged_in_page, live_site, her2st_case_id):
+    """The IHC of a registered pair is shown rotated; OpenSeadragon's WebGL drawer drew such a view
+    as a patchwork (blank rectangles, tissue from elsewhere). The pane turned by 10 degrees must be
+    the unturned pane turned by 10 degrees, up to resampling."""
+    page, url = logged_in_page, live_site["url"]
+    _make_case(page, url, her2st_case_id)
+    page.set_viewport_size({"width": 1400, "height": 860})
+    page.goto(f"{url}/cases/{her2st_case_id}/")
+    page.wait_for_function("window.caseViewer !== undefined", timeout=60000)
+    page.evaluate("() => window.caseViewer.ready")
+    page.evaluate("() => window.caseViewer.setSync(false)")
+    page.evaluate("""() => { const v = window.caseViewer.viewers[1].viewport;  // the C3 tissue edge, at ~2x
+        v.setRotation(0, true); v.panTo(v.imageToViewportCoordinates(4800, 5200), true);
+        v.zoomTo(v.imageToViewportZoom(0.3), null, true); }""")
+    flat = _pane_pixels(page, 1)
+    angle = 10
+    page.evaluate(f"() => window.caseViewer.viewers[1].viewport.setRotation({angle}, true)")
+    turned = _pane_pixels(page, 1)
+    h, w = flat.shape[:2]
+    expected = np.asarray(Image.fromarray(flat.astype(np.uint8)).rotate(-angle, resample=Image.BILINEAR,
+                                                                       center=(w / 2, h / 2))).astype(float)
+    yy, xx = np.mgrid[:h, :w]
+    inside = np.hypot(yy - h / 2, xx - w / 2) < 0.45 * min(h, w)  # away from the corners the turn leaves empty
+    inside[:40, :180] = False  # the Layers button
+    differs = np.abs(expected - turned).mean(axis=2)[inside] > 40
+    assert differs.mean() < 0.005, f"{differs.mean():.1%} of the turned pane is not the pane turned"
