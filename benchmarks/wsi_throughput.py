@@ -16,7 +16,7 @@ Seconds and Mpx/s (level-0 pixels per second) per stage and stain; peak RSS of t
 of its worker children (ru_maxrss), sampled every 50 ms.
 
     .venv/bin/python benchmarks/wsi_throughput.py [--size 40000] [--segmenter auto|nucleus-model|classical]
-        # writes benchmarks/results/wsi_throughput[-SIZE].json (the 40,000 run: wsi_throughput.json)
+        # writes benchmarks/results/wsi_throughput[-SIZE][-classical].json (the 40,000 run: wsi_throughput.json)
 """
 from __future__ import annotations
 
@@ -180,6 +180,8 @@ def main() -> None:
         "target_gb": TARGET_GB, "pass_memory": max(own_peak, children_peak) / 1e9 < TARGET_GB,
     }
     name = "wsi_throughput.json" if args.size == 40_000 else f"wsi_throughput-{args.size}.json"
+    if args.segmenter == "classical":  # the labelled fallback: its own file beside the default's
+        name = name.replace(".json", "-classical.json")
     dest = ROOT / "benchmarks" / "results" / name
     dest.write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
