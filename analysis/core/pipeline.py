@@ -47,6 +47,7 @@ from PIL import Image
 from analysis.core.files import fsync_file, publish_folder
 from analysis.core.memory import release_free_memory
 from analysis.core.cells import stain as stain_mod
+from analysis.core.cells.segmentation.base import is_two_phase
 from analysis.core.cells.table import CellTableWriter, DEFAULT_BUCKET_PX
 from analysis.core.cells.classes import CellClass, Her2Class
 from analysis.core.her2.grading import (
@@ -443,22 +444,30 @@ def _find_tissue(*, reader, plan: _Plan, tissue_params: TissueParams, thumbnail_
 def _segment_tiles(*, reader, plan: _Plan, tiles, steps: _HeSteps, writer: CellTableWriter, progress,
                    should_cancel, excluded: tuple[np.ndarray, float] | None = None, dropped: dict | None = None) -> dict:
     """Every tissue tile: read (grown by the overlap), segment, annotate per stain, keep the cells
-    whose centroid lies in the tile's core, number them, write them. Returns the class counts."""
-    next_id = 0
+    whose centroid lies in the tile's core, number them, write them. Returns the class counts.
+
+    With a two-phase segmenter (base.TwoPhaseSegmenter: the nucleus model) the network of the
+    next tile runs in a thread while this tile is post-processed, so both cores stay busy; tiles
+    are still finished, numbered and written in order, and at most two are in memory."""
+    segmenter = steps.segmenter
+    counter = {"next_id": 0}
     class_counts = {c.value: 0 for c in CellClass}
     total = len(tiles)
-    for done, (x, y, w, h) in enumerate(tiles):
-        if should_cancel():
-            raise Cancelled(f"cancelled after {done} of {total} tiles")
+
+    def read(tile):
+        x, y, w, h = tile
         x0, y0 = max(0, x - plan.overlap_px), max(0, y - plan.overlap_px)
         x1, y1 = min(plan.width, x + w + plan.overlap_px), min(plan.height, y + h + plan.overlap_px)
         rgb, fx, fy = _read_tile(reader, x0=x0, y0=y0, x1=x1, y1=y1, scale=plan.scale, level=plan.level,
                                  level_ds=plan.level_ds)
-        tile_mpp = plan.mpp * (fx + fy) / 2
-        found = steps.segmenter.segment(rgb=rgb, mpp=tile_mpp)
+        return {"tile": tile, "x0": x0, "y0": y0, "fx": fx, "fy": fy, "rgb": rgb, "mpp": plan.mpp * (fx + fy) / 2}
+
+    def keep(read_tile: dict, found: pd.DataFrame, done: int) -> None:
+        x, y, w, h = read_tile["tile"]
         if len(found):
-            found = steps.annotate(found, rgb=rgb, mpp=tile_mpp)
-            cells = _to_level0(found.reset_index(drop=True), x0=x0, y0=y0, fx=fx, fy=fy)
+            found = steps.annotate(found, rgb=read_tile["rgb"], mpp=read_tile["mpp"])
+            cells = _to_level0(found.reset_index(drop=True), x0=read_tile["x0"], y0=read_tile["y0"],
+                               fx=read_tile["fx"], fy=read_tile["fy"])
             cx, cy = cells["x"].to_numpy(), cells["y"].to_numpy()
             core = (cx >= x) & (cx < x + w) & (cy >= y) & (cy < y + h)
             if excluded is not None and excluded[0].any():  # centroid on pen ink: not a cell
@@ -470,15 +479,39 @@ def _segment_tiles(*, reader, plan: _Plan, tiles, steps: _HeSteps, writer: CellT
                 core &= ~on
             cells = cells[core].reset_index(drop=True)
             if len(cells):
+                next_id = counter["next_id"]
                 cells.insert(0, "id", np.arange(next_id, next_id + len(cells), dtype=np.int64))
-                next_id += len(cells)
+                counter["next_id"] = next_id + len(cells)
                 for value, count in cells["cls"].value_counts().items():
                     class_counts[str(value)] = class_counts.get(str(value), 0) + int(count)
                 steps.collect(cells)
                 writer.add(cells)
-        del rgb, found
+        read_tile.clear()  # the tile's pixels and maps go now, not with the next tile
+        del found
         release_free_memory()  # the tile's buffers, or the heap keeps growing (analysis/core/memory.py)
-        progress(done + 1, total, f"tile {done + 1}/{total}: {next_id} cells")
+        progress(done + 1, total, f"tile {done + 1}/{total}: {counter['next_id']} cells")
+
+    if is_two_phase(segmenter):
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="network") as network:
+            pending = None  # (read tile, its network pass in flight)
+            for done, tile in enumerate(tiles):
+                if should_cancel():
+                    raise Cancelled(f"cancelled after {done} of {total} tiles")
+                current = read(tile)
+                running = network.submit(segmenter.predict, rgb=current["rgb"], mpp=current["mpp"])
+                if pending is not None:
+                    keep(pending[0], segmenter.finish(pending[1].result()), done - 1)
+                pending = (current, running)
+            if pending is not None:
+                keep(pending[0], segmenter.finish(pending[1].result()), total - 1)
+    else:
+        for done, tile in enumerate(tiles):
+            if should_cancel():
+                raise Cancelled(f"cancelled after {done} of {total} tiles")
+            current = read(tile)
+            keep(current, segmenter.segment(rgb=current["rgb"], mpp=current["mpp"]), done)
     if should_cancel():
         raise Cancelled(f"cancelled after {total} of {total} tiles")
     return class_counts

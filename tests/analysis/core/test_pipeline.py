@@ -268,3 +268,75 @@ def test_bad_arguments(tmp_path, kwargs, message):
             "out_dir": tmp_path / "run", "mpp": 0.5, **kwargs}
     with pytest.raises(WsiAnalysisError, match=message):
         analyze_slide(**args)
+
+
+# ----------------------------------------------------------------------------- two-phase segmenters
+
+
+class _OnePhase:
+    """The same segmenter seen through `segment` only: the pipeline's sequential path."""
+
+    def __init__(self, segmenter):
+        self._segmenter = segmenter
+        self.info, self.target_mpp = segmenter.info, segmenter.target_mpp
+        self.stains, self.label = segmenter.stains, segmenter.label
+
+    def segment(self, *, rgb, mpp):
+        return self._segmenter.segment(rgb=rgb, mpp=mpp)
+
+
+@pytest.fixture(scope="module")
+def nucleus_model():
+    from analysis.core.cells.segmentation.nucleus_model.segmenter import NucleusModelSegmenter
+
+    return NucleusModelSegmenter()
+
+
+@pytest.fixture(scope="module")
+def her2st_reader(shared_file):
+    Image.MAX_IMAGE_PIXELS = None
+    section = np.asarray(Image.open(shared_file("slides/her2st-C2-HE.jpg")).convert("RGB"))
+    return lambda: ArrayReader([np.ascontiguousarray(section[5000:5900, 5200:6100])])  # tumour nests and stroma
+
+
+def test_the_network_overlapped_with_post_processing_gives_the_sequential_cells(tmp_path, nucleus_model, her2st_reader):
+    """The nucleus model runs the next tile's network in a thread while this tile is post-processed:
+    the same cells, ids, classes and outlines as one tile after another, on real tissue."""
+    from analysis.core.cells.segmentation.base import is_two_phase
+
+    assert is_two_phase(nucleus_model) and not is_two_phase(_OnePhase(nucleus_model))
+    runs = {}
+    for name, segmenter in (("overlapped", nucleus_model), ("sequential", _OnePhase(nucleus_model))):
+        summary = analyze_slide(reader=her2st_reader(), stain="he", segmenter=segmenter, out_dir=tmp_path / name,
+                                mpp=0.7, tile_um=150)
+        assert summary.n_tiles >= 4  # several tiles, so the overlap happens
+        runs[name] = read_cells(path=tmp_path / name / "cells.parquet")
+    a, b = runs["overlapped"], runs["sequential"]
+    assert len(a) > 500 and len(a) == len(b)
+    for column in ("id", "x", "y", "cls", "prob"):
+        assert (a[column].to_numpy() == b[column].to_numpy()).all(), column
+
+
+def test_a_cancelled_or_failing_network_pass_stops_the_overlapped_run_cleanly(tmp_path, nucleus_model, her2st_reader):
+    asked = []
+    with pytest.raises(Cancelled, match="cancelled after 2"):
+        analyze_slide(reader=her2st_reader(), stain="he", segmenter=nucleus_model, out_dir=tmp_path / "run",
+                      mpp=0.7, tile_um=150, should_cancel=lambda: asked.append(1) or len(asked) >= 3)
+    assert list(tmp_path.iterdir()) == []
+
+    class Failing(_OnePhase):
+        calls = 0
+
+        def predict(self, *, rgb, mpp):
+            Failing.calls += 1
+            if Failing.calls == 3:
+                raise RuntimeError("network failed on tile 3")
+            return self._segmenter.predict(rgb=rgb, mpp=mpp)
+
+        def finish(self, prediction):
+            return self._segmenter.finish(prediction)
+
+    with pytest.raises(RuntimeError, match="network failed on tile 3"):
+        analyze_slide(reader=her2st_reader(), stain="he", segmenter=Failing(nucleus_model), out_dir=tmp_path / "run",
+                      mpp=0.7, tile_um=150)
+    assert list(tmp_path.iterdir()) == []

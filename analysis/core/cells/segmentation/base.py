@@ -46,3 +46,20 @@ class Segmenter(Protocol):
     def segment(self, *, rgb: np.ndarray, mpp: float):
         """Segment one tile (H, W, 3 uint8) at `mpp` um/px; return a DataFrame of RESULT_COLUMNS."""
         ...
+
+
+class TwoPhaseSegmenter(Segmenter, Protocol):
+    """A segmenter whose work splits into a network pass and post-processing,
+    `segment(...) == finish(predict(...))`; the whole-slide pipeline overlaps the network of
+    the next tile with the post-processing of this one (pipeline._segment_tiles).
+    `predict` must be safe to run in another thread (it may only read the segmenter)."""
+
+    def predict(self, *, rgb: np.ndarray, mpp: float):
+        ...
+
+    def finish(self, prediction):
+        ...
+
+
+def is_two_phase(segmenter) -> bool:
+    return callable(getattr(segmenter, "predict", None)) and callable(getattr(segmenter, "finish", None))

@@ -265,11 +265,21 @@ def predict_maps(*, loaded: LoadedModel, rgb: np.ndarray):
     return maps[0], maps[1:3], maps[3:]
 
 
-def segment_rgb(*, loaded: LoadedModel, rgb: np.ndarray, mpp: float, at: str = "work"):
-    """Instance map at the INPUT resolution and per-instance class and probability.
+@dataclass
+class Prediction:
+    """The network's maps for one image at the working resolution, before post-processing
+    (`predict_rgb` -> `instances_from_prediction`: two phases, so that a pipeline can run the
+    network on the next tile while the previous one is post-processed)."""
 
-    at="work": post-process at the model's resolution and resize the label map (nearest);
-    at="input": resize the maps to the input resolution first, then post-process."""
+    np_prob: np.ndarray   # (h, w) at the working resolution
+    hv: np.ndarray        # (2, h, w)
+    tp: np.ndarray        # (K, h, w)
+    scale: float          # input px -> work px
+    input_shape: tuple[int, int]
+
+
+def predict_rgb(*, loaded: LoadedModel, rgb: np.ndarray, mpp: float) -> Prediction:
+    """Resample to the model's resolution and run the network (releases the GIL while it runs)."""
     import cv2
 
     scale = mpp / loaded.work_mpp  # input px -> work px
@@ -280,7 +290,24 @@ def segment_rgb(*, loaded: LoadedModel, rgb: np.ndarray, mpp: float, at: str = "
     else:
         work = rgb
     np_prob, hv, tp = predict_maps(loaded=loaded, rgb=work)
-    if at == "input" and work.shape[:2] != (h, w):
+    return Prediction(np_prob=np_prob, hv=hv, tp=tp, scale=scale, input_shape=(h, w))
+
+
+def segment_rgb(*, loaded: LoadedModel, rgb: np.ndarray, mpp: float, at: str = "work"):
+    """Instance map at the INPUT resolution and per-instance class and probability.
+
+    at="work": post-process at the model's resolution and resize the label map (nearest);
+    at="input": resize the maps to the input resolution first, then post-process."""
+    return instances_from_prediction(predict_rgb(loaded=loaded, rgb=rgb, mpp=mpp), at=at)
+
+
+def instances_from_prediction(prediction: Prediction, *, at: str = "work"):
+    """`segment_rgb`'s second phase: watershed on the maps, one class per instance."""
+    import cv2
+
+    np_prob, hv, tp, scale = prediction.np_prob, prediction.hv, prediction.tp, prediction.scale
+    h, w = prediction.input_shape
+    if at == "input" and np_prob.shape[:2] != (h, w):
         np_prob = cv2.resize(np_prob, (w, h), interpolation=cv2.INTER_LINEAR)
         hv = np.stack([cv2.resize(c, (w, h), interpolation=cv2.INTER_LINEAR) for c in hv])
         tp = np.stack([cv2.resize(c, (w, h), interpolation=cv2.INTER_LINEAR) for c in tp])

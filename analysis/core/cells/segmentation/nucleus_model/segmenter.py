@@ -17,7 +17,8 @@ import pandas as pd
 
 from analysis.core.cells.classes import CellClass
 from analysis.core.cells.segmentation.base import RESULT_COLUMNS, SegmenterInfo
-from analysis.core.cells.segmentation.nucleus_model.inference import NucleusRuntimeError, load_weights, segment_rgb
+from analysis.core.cells.segmentation.nucleus_model.inference import (
+    NucleusRuntimeError, Prediction, instances_from_prediction, load_weights, predict_rgb)
 from analysis.core.cells.segmentation.nucleus_model.net import ARCH_VERSION, instance_contours
 
 SHIPPED_WEIGHTS = Path(__file__).resolve().parent / "weights" / "ladder-nucleus-v1.pt"
@@ -99,9 +100,20 @@ class NucleusModelSegmenter:
         return self
 
     def segment(self, *, rgb: np.ndarray, mpp: float) -> pd.DataFrame:
+        return self.finish(self.predict(rgb=rgb, mpp=mpp))
+
+    # Two phases (base.TwoPhaseSegmenter): the pipeline runs `predict` (the network, which releases
+    # the GIL) of the next tile in a thread while `finish` (watershed, contours) runs on this one.
+
+    def predict(self, *, rgb: np.ndarray, mpp: float) -> Prediction | None:
         rgb = np.ascontiguousarray(np.asarray(rgb)[..., :3])
         if rgb.ndim != 3 or min(rgb.shape[:2]) < 8:
+            return None
+        return predict_rgb(loaded=self.model, rgb=rgb, mpp=float(mpp))
+
+    def finish(self, prediction: Prediction | None) -> pd.DataFrame:
+        if prediction is None:
             return pd.DataFrame({c: [] for c in RESULT_COLUMNS})
-        labels, cls, prob, _ = segment_rgb(loaded=self.model, rgb=rgb, mpp=float(mpp))
+        labels, cls, prob, _ = instances_from_prediction(prediction)
         names = [MODEL_CLASS_TO_CELL[self.model.classes[int(c)]] for c in cls]
         return labels_to_result(labels=labels, classes=names, probs=prob)
