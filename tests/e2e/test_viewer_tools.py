@@ -70,8 +70,10 @@ def test_outlines_inspector_display_and_density(analysed_case, logged_in_page, l
     assert mpp
     page.mouse.move(*_centre(page, 0))  # the H&E pane is the active one
     page.keyboard.press("3")
-    page.wait_for_function("() => Math.abs(window.caseDisplay.magnification(0) - 10) < 0.05", timeout=10000)
-    assert page.evaluate("() => window.caseViewer.panes[0].getView().zoom") == pytest.approx(mpp * 10 / 10, rel=1e-3)
+    # the zoom animates to the preset: wait until it has landed (10x: zoom = mpp * 10 / 10), not just near it
+    page.wait_for_function("(z) => Math.abs(window.caseViewer.panes[0].getView().zoom / z - 1) < 1e-3", arg=mpp,
+                           timeout=10000)
+    assert abs(page.evaluate("() => window.caseDisplay.magnification(0)") - 10) < 0.05
     toggle = page.locator(".cv-pane[data-index='0'] .cv-display-toggle")
     assert toggle.inner_text().startswith("10×")
     toggle.click()
