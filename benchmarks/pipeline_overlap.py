@@ -31,26 +31,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 RESULTS = ROOT / "benchmarks" / "results" / "pipeline_overlap.json"
 
 
-class OnePhase:
-    """The segmenter through `segment` only: the pipeline's sequential path."""
-
-    def __init__(self, segmenter):
-        self._segmenter = segmenter
-        self.info, self.target_mpp = segmenter.info, segmenter.target_mpp
-        self.stains, self.label = segmenter.stains, segmenter.label
-
-    def segment(self, *, rgb, mpp):
-        return self._segmenter.segment(rgb=rgb, mpp=mpp)
-
-
-def _rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=10_000)
@@ -58,10 +38,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
 
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-    import threading
-
-    from wsi_throughput import build
+    from wsi_throughput import PeakSampler, build, rss_bytes
+    from analysis.core.cells.segmentation.base import OnePhaseView
     from analysis.core.cells.table import read_cells
     from analysis.core.pipeline import analyze_slide
     from analysis.core.slides.reader import SlideReader
@@ -76,23 +54,16 @@ def main() -> None:
     for round_ in range(args.rounds):
         for variant, segmenter, threads in (("overlapped", model, default_threads),
                                             ("overlapped, network on 1 thread", model, 1),
-                                            ("sequential", OnePhase(model), default_threads)):
+                                            ("sequential", OnePhaseView(model), default_threads)):
             torch.set_num_threads(threads)
-            peak, base, stop = [0.0], _rss_mb(), threading.Event()
-
-            def sample():
-                while not stop.is_set():
-                    peak[0] = max(peak[0], _rss_mb())
-                    time.sleep(0.05)
-
-            sampler = threading.Thread(target=sample, daemon=True)
+            base, sampler = rss_bytes(), PeakSampler()
             sampler.start()
             with tempfile.TemporaryDirectory() as tmp:
                 cpu0, t0 = time.process_time(), time.perf_counter()
                 summary = analyze_slide(reader=SlideReader(path), stain=args.stain, segmenter=segmenter,
                                         out_dir=Path(tmp) / "run", mpp=0.499)
                 seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-                stop.set()
+                sampler.stop.set()
                 sampler.join()
                 cells = read_cells(path=Path(tmp) / "run" / "cells.parquet", columns=["x", "y", "cls"])
                 tables.setdefault(variant, cells)
@@ -102,8 +73,9 @@ def main() -> None:
                          "cpu_seconds": round(cpu, 1), "cores_busy": round(cpu / seconds, 2),
                          "cells": int(summary.n_cells), "tiles": int(summary.n_tiles),
                          "mpx_per_s": round(tile_px / seconds / 1e6, 3) if tile_px else None,
-                         "peak_rss_growth_mb": round(peak[0] - base, 0), "load_1min": os.getloadavg()[0]})
+                         "peak_rss_growth_mb": round((sampler.peak - base) / 2**20), "load_1min": os.getloadavg()[0]})
             print(json.dumps(runs[-1]), flush=True)
+
     def same(a, b) -> bool:
         return len(a) == len(b) and all((a[c].to_numpy() == b[c].to_numpy()).all() for c in ("x", "y", "cls"))
 

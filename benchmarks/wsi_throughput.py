@@ -71,6 +71,15 @@ def build(size: int) -> dict[str, Path]:
     return out
 
 
+def rss_bytes() -> int:
+    """Resident memory of this process now (VmRSS)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 class PeakSampler(threading.Thread):
     """Resident memory of this process every 50 ms: the peak overall and per stage (`mark`)."""
 
@@ -85,12 +94,9 @@ class PeakSampler(threading.Thread):
 
     def run(self):
         while not self.stop.is_set():
-            with open("/proc/self/status") as status:
-                for line in status:
-                    if line.startswith("VmRSS:"):
-                        rss = int(line.split()[1]) * 1024
-                        self.peak = max(self.peak, rss)
-                        self.stage_peaks[self.stage] = max(self.stage_peaks.get(self.stage, 0), rss)
+            rss = rss_bytes()
+            self.peak = max(self.peak, rss)
+            self.stage_peaks[self.stage] = max(self.stage_peaks.get(self.stage, 0), rss)
             time.sleep(0.05)
 
 

@@ -450,7 +450,7 @@ def _segment_tiles(*, reader, plan: _Plan, tiles, steps: _HeSteps, writer: CellT
     next tile runs in a thread while this tile is post-processed, so both cores stay busy; tiles
     are still finished, numbered and written in order, and at most two are in memory."""
     segmenter = steps.segmenter
-    counter = {"next_id": 0}
+    next_id = 0
     class_counts = {c.value: 0 for c in CellClass}
     total = len(tiles)
 
@@ -463,6 +463,7 @@ def _segment_tiles(*, reader, plan: _Plan, tiles, steps: _HeSteps, writer: CellT
         return {"tile": tile, "x0": x0, "y0": y0, "fx": fx, "fy": fy, "rgb": rgb, "mpp": plan.mpp * (fx + fy) / 2}
 
     def keep(read_tile: dict, found: pd.DataFrame, done: int) -> None:
+        nonlocal next_id
         x, y, w, h = read_tile["tile"]
         if len(found):
             found = steps.annotate(found, rgb=read_tile["rgb"], mpp=read_tile["mpp"])
@@ -479,9 +480,8 @@ def _segment_tiles(*, reader, plan: _Plan, tiles, steps: _HeSteps, writer: CellT
                 core &= ~on
             cells = cells[core].reset_index(drop=True)
             if len(cells):
-                next_id = counter["next_id"]
                 cells.insert(0, "id", np.arange(next_id, next_id + len(cells), dtype=np.int64))
-                counter["next_id"] = next_id + len(cells)
+                next_id += len(cells)
                 for value, count in cells["cls"].value_counts().items():
                     class_counts[str(value)] = class_counts.get(str(value), 0) + int(count)
                 steps.collect(cells)
@@ -489,7 +489,7 @@ def _segment_tiles(*, reader, plan: _Plan, tiles, steps: _HeSteps, writer: CellT
         read_tile.clear()  # the tile's pixels and maps go now, not with the next tile
         del found
         release_free_memory()  # the tile's buffers, or the heap keeps growing (analysis/core/memory.py)
-        progress(done + 1, total, f"tile {done + 1}/{total}: {counter['next_id']} cells")
+        progress(done + 1, total, f"tile {done + 1}/{total}: {next_id} cells")
 
     if is_two_phase(segmenter):
         from concurrent.futures import ThreadPoolExecutor

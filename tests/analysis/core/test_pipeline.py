@@ -11,6 +11,7 @@ from PIL import Image
 from analysis.core.cells import stain as stain_mod
 from analysis.core.her2.grading import IhcNucleusSegmenter
 from analysis.core.cells.table import cells_in_rect, read_cells, table_metadata
+from analysis.core.cells.segmentation.base import OnePhaseView
 from analysis.core.cells.segmentation.classical import ClassicalSegmenter
 from analysis.core.slides.tissue import NoTissueError
 from analysis.core.pipeline import Cancelled, WsiAnalysisError, analyze_slide, read_summary
@@ -273,18 +274,6 @@ def test_bad_arguments(tmp_path, kwargs, message):
 # ----------------------------------------------------------------------------- two-phase segmenters
 
 
-class _OnePhase:
-    """The same segmenter seen through `segment` only: the pipeline's sequential path."""
-
-    def __init__(self, segmenter):
-        self._segmenter = segmenter
-        self.info, self.target_mpp = segmenter.info, segmenter.target_mpp
-        self.stains, self.label = segmenter.stains, segmenter.label
-
-    def segment(self, *, rgb, mpp):
-        return self._segmenter.segment(rgb=rgb, mpp=mpp)
-
-
 @pytest.fixture(scope="module")
 def nucleus_model():
     from analysis.core.cells.segmentation.nucleus_model.segmenter import NucleusModelSegmenter
@@ -304,9 +293,9 @@ def test_the_network_overlapped_with_post_processing_gives_the_sequential_cells(
     the same cells, ids, classes and outlines as one tile after another, on real tissue."""
     from analysis.core.cells.segmentation.base import is_two_phase
 
-    assert is_two_phase(nucleus_model) and not is_two_phase(_OnePhase(nucleus_model))
+    assert is_two_phase(nucleus_model) and not is_two_phase(OnePhaseView(nucleus_model))
     runs = {}
-    for name, segmenter in (("overlapped", nucleus_model), ("sequential", _OnePhase(nucleus_model))):
+    for name, segmenter in (("overlapped", nucleus_model), ("sequential", OnePhaseView(nucleus_model))):
         summary = analyze_slide(reader=her2st_reader(), stain="he", segmenter=segmenter, out_dir=tmp_path / name,
                                 mpp=0.7, tile_um=150)
         assert summary.n_tiles >= 4  # several tiles, so the overlap happens
@@ -324,7 +313,7 @@ def test_a_cancelled_or_failing_network_pass_stops_the_overlapped_run_cleanly(tm
                       mpp=0.7, tile_um=150, should_cancel=lambda: asked.append(1) or len(asked) >= 3)
     assert list(tmp_path.iterdir()) == []
 
-    class Failing(_OnePhase):
+    class Failing(OnePhaseView):
         calls = 0
 
         def predict(self, *, rgb, mpp):

@@ -63,3 +63,16 @@ class TwoPhaseSegmenter(Segmenter, Protocol):
 
 def is_two_phase(segmenter) -> bool:
     return callable(getattr(segmenter, "predict", None)) and callable(getattr(segmenter, "finish", None))
+
+
+class OnePhaseView:
+    """A segmenter seen through `segment` only, so the pipeline takes its sequential path: the
+    reference the two-phase path is checked and timed against (tests, benchmarks/pipeline_overlap.py)."""
+
+    def __init__(self, segmenter):
+        self._segmenter = segmenter
+        self.info, self.target_mpp = segmenter.info, segmenter.target_mpp
+        self.stains, self.label = segmenter.stains, segmenter.label
+
+    def segment(self, *, rgb: np.ndarray, mpp: float):
+        return self._segmenter.segment(rgb=rgb, mpp=mpp)
