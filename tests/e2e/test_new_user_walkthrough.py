@@ -274,6 +274,18 @@ def test_messages_case_page_layout_form_and_worklist(analysed_case, browser, liv
             left, right = chart["title"]
             assert right <= chart["axisEnd"] + 1 and left >= chart["svg"][0] and right <= chart["card"][1], chart
             page.screenshot(path=str(SHOTS / f"case-{width}x{height}.png"))
+            # the Layers panel, opened with a layer and its legend showing, leaves most of the pane to the slide
+            page.click(".cv-pane[data-index='0'] .ov-panel-toggle")
+            page.evaluate("() => window.caseOverlays.setVisible(0, 'cells', true)")
+            page.wait_for_timeout(300)
+            cover = page.evaluate("""() => { const pane = document.querySelector(".cv-pane[data-index='0'] .cv-stage")
+                  .getBoundingClientRect(); const box = document.querySelector(".cv-pane[data-index='0'] .ov-panel")
+                  .getBoundingClientRect(); return (box.width * box.height) / (pane.width * pane.height); }""")
+            page.screenshot(path=str(SHOTS / f"case-layers-{width}x{height}.png"))
+            page.evaluate("() => window.caseOverlays.setVisible(0, 'cells', false)")
+            page.click(".cv-pane[data-index='0'] .ov-panel-toggle")
+            # 57 % at 1280x800 before the narrow-pane layout (static/viewer/overlays.css), 32 % after
+            assert cover <= 0.4, f"the opened Layers panel covers {cover:.0%} of the pane at {width}x{height}"
         assert panel[1280] == pytest.approx(340, abs=1)
         assert panel[1920] >= 440, f"the side panel stays {panel[1920]:.0f} px wide on a 1920 px screen"
     finally:
