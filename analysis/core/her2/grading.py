@@ -40,7 +40,6 @@ from typing import Iterable
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage as ndi
 
 from analysis.core.cells import stain as stain_mod
 from analysis.core.cells.classes import CellClass, Her2Class
@@ -178,6 +177,22 @@ def _check_tile(*, rgb: np.ndarray, mpp: float, nuclei: pd.DataFrame, stain_matr
     return rgb
 
 
+def within_distance(mask: np.ndarray, radius: float) -> np.ndarray:
+    """Pixels whose Euclidean distance to the nearest True pixel of `mask` is < `radius`.
+
+    The same set as `ndi.distance_transform_edt(~mask) < radius`, to the last pixel (the disk
+    of offsets is tested with the same float64 square root), but by one dilation with that
+    disk: a few milliseconds instead of a full distance transform per tile (~80 ms on 2,300 px).
+    """
+    import cv2
+
+    reach = int(np.ceil(radius))
+    dy, dx = np.mgrid[-reach:reach + 1, -reach:reach + 1]
+    disk = (np.sqrt((dy * dy + dx * dx).astype(np.float64)) < radius).astype(np.uint8)
+    # outside the image counts as nothing (dilation's default border), as for the distance transform
+    return cv2.dilate(mask.astype(np.uint8), disk).astype(bool)
+
+
 def membrane_sectors(
     *,
     rgb: np.ndarray,
@@ -198,9 +213,8 @@ def membrane_sectors(
     nuclei_labels = rasterize_nuclei(shape=rgb.shape[:2], contours=nuclei["contour"])
     cells = expand_labels(nuclei_labels, distance=params.expand_um / mpp)
     boundary = find_boundaries(cells, mode="inner")
-    distance = ndi.distance_transform_edt(~boundary)
     # Boundary pixels have distance 0, so a ring `membrane_um` wide keeps distances < width.
-    ring = (cells > 0) & (nuclei_labels == 0) & (distance < params.membrane_um / mpp)
+    ring = (cells > 0) & (nuclei_labels == 0) & within_distance(boundary, params.membrane_um / mpp)
     rr, cc = np.nonzero(ring)
     lab = cells[rr, cc] - 1
     values = dab[rr, cc].astype(np.float64)

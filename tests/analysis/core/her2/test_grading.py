@@ -316,3 +316,29 @@ def test_named_threshold_sets():
     assert (bci.faint_od, bci.weak_od, bci.strong_od) == (0.06, 0.18, 0.60) and set(HER2_THRESHOLD_SETS) == {"phantom", "bci-provisional"}
     with pytest.raises(Her2InputError, match="bci-provisional"):
         her2_params_named("lab-x")
+
+
+# ----------------------------------------------------------------------------- membrane ring
+
+
+def test_ring_band_by_dilation_is_the_distance_transforms_band(shared_file):
+    """`within_distance` (one dilation) selects exactly the pixels the Euclidean distance
+    transform puts closer than the radius: on random masks, image borders and fractional radii,
+    and on the cell boundaries of a real IHC image."""
+    from scipy import ndimage as ndi
+    from skimage.segmentation import expand_labels, find_boundaries
+
+    from analysis.core.cells.segmentation.classical import segment_ihc_nuclei
+    from analysis.core.her2.grading import rasterize_nuclei, within_distance
+
+    rng = np.random.default_rng(0)
+    masks = [rng.random((97, 131)) < p for p in (0.002, 0.02, 0.2)]
+    rgb = np.asarray(Image.open(shared_file("ihc/skimage-ihc.png")).convert("RGB"))
+    nuclei = segment_ihc_nuclei(rgb=rgb, mpp=MPP)
+    labels = expand_labels(rasterize_nuclei(shape=rgb.shape[:2], contours=nuclei["contour"]), distance=4 / MPP)
+    masks.append(find_boundaries(labels, mode="inner"))
+    assert len(nuclei) > 30 and masks[-1].sum() > 1000
+    for mask in masks:
+        for radius in (0.5, 1.0, 2.0, 2 / 0.499, 3.7, 6.0):
+            expected = ndi.distance_transform_edt(~mask) < radius
+            assert np.array_equal(within_distance(mask, radius), expected), (mask.mean(), radius)
