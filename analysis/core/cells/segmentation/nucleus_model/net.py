@@ -121,6 +121,21 @@ def type_targets(*, labels: np.ndarray, allowed: dict[int, int]) -> np.ndarray:
 # --- post-processing -------------------------------------------------------------------------
 
 
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """`scipy.ndimage.binary_fill_holes(mask)`, the same pixels, ~3x faster on a tile: one
+    labelling of the background (4-connected, as fill_holes propagates) instead of dilating the
+    image border pixel by pixel; holes are the background parts that touch no image edge."""
+    from scipy import ndimage as ndi
+
+    mask = np.asarray(mask, dtype=bool)
+    background, n = ndi.label(~mask)
+    touches_edge = np.zeros(n + 1, dtype=bool)
+    touches_edge[0] = True  # label 0: the mask itself
+    for edge in (background[0], background[-1], background[:, 0], background[:, -1]):
+        touches_edge[edge] = True
+    return mask | ~touches_edge[background]
+
+
 def instances_from_maps(
     *, np_prob: np.ndarray, hv: np.ndarray, np_threshold: float = 0.5, edge_threshold: float = 0.6,
     min_area_px: int = 10, marker_min_px: int = 4, sobel_ksize: int = 11,
@@ -136,7 +151,7 @@ def instances_from_maps(
     from skimage.segmentation import watershed
 
     fg = np_prob >= np_threshold
-    fg = ndi.binary_fill_holes(fg)
+    fg = fill_holes(fg)
     fg_labels, n = ndi.label(fg)
     if n == 0:
         return np.zeros(np_prob.shape, dtype=np.int32)
@@ -158,7 +173,7 @@ def instances_from_maps(
     overall = (overall >= edge_threshold).astype(np.int32)
     marker = fg.astype(np.int32) - overall
     marker[marker < 0] = 0
-    marker = ndi.binary_fill_holes(marker).astype(np.uint8)
+    marker = fill_holes(marker).astype(np.uint8)
     marker = cv2.morphologyEx(marker, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5)))
     markers, n_markers = ndi.label(marker)
     if n_markers:
