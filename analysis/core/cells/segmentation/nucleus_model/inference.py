@@ -175,8 +175,9 @@ def _onnx_runner(network):
     options.intra_op_num_threads = torch.get_num_threads()
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
-    # No busy-waiting between runs: its idle threads would spin on the cores that the pipeline's
-    # post-processing of the previous tile needs (pipeline._segment_tiles overlaps the two).
+    # Idle threads sleep instead of spinning: spinning, they took the core that the previous tile's
+    # post-processing needs (pipeline._segment_tiles overlaps the two): 78-93 s vs 70-72 s on a
+    # 10,000² SVS (docs/segmentation.md).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = onnxruntime.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
 
