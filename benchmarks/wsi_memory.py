@@ -21,7 +21,6 @@ import json
 import resource
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -29,6 +28,8 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from wsi_throughput import PeakSampler, rss_bytes  # noqa: E402  (one memory sampler for the benchmarks)
 from analysis.core.cells.segmentation.base import SegmenterInfo  # noqa: E402
 from analysis.core.pipeline import analyze_slide  # noqa: E402
 
@@ -90,26 +91,6 @@ class LatticeSegmenter:
         })
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-class PeakSampler(threading.Thread):
-    def __init__(self):
-        super().__init__(daemon=True)
-        self.peak = 0
-        self.stop = threading.Event()
-
-    def run(self):
-        while not self.stop.is_set():
-            self.peak = max(self.peak, _rss_bytes())
-            time.sleep(0.05)
-
-
 def one_tile_classical() -> dict:
     from analysis.core.cells.segmentation.classical import ClassicalSegmenter
     import openslide
@@ -119,14 +100,14 @@ def one_tile_classical() -> dict:
         return {"skipped": f"missing {path}"}
     slide = openslide.OpenSlide(str(path))
     tile = np.asarray(slide.read_region((900, 1200), 0, (1090, 1090)).convert("RGB"))
-    before = _rss_bytes()
+    before = rss_bytes()
     sampler = PeakSampler()
     sampler.start()
     cells = ClassicalSegmenter().segment(rgb=tile, mpp=0.499)
     sampler.stop.set()
     sampler.join()
     return {"tile_px": 1090, "cells": len(cells), "rss_before_mb": before / 1e6,
-            "peak_rss_mb": max(sampler.peak, _rss_bytes()) / 1e6}
+            "peak_rss_mb": max(sampler.peak, rss_bytes()) / 1e6}
 
 
 def one_tile_nucleus_model() -> dict:
@@ -143,7 +124,7 @@ def one_tile_nucleus_model() -> dict:
     with Image.open(path) as image:
         tile = np.asarray(image.convert("RGB").crop((3000, 3000, 3000 + 2304, 3000 + 2304)))
     segmenter = NucleusModelSegmenter(weights=SHIPPED_WEIGHTS)
-    before = _rss_bytes()
+    before = rss_bytes()
     sampler = PeakSampler()
     sampler.start()
     started = time.perf_counter()
@@ -152,7 +133,7 @@ def one_tile_nucleus_model() -> dict:
     sampler.stop.set()
     sampler.join()
     return {"tile_px": 2304, "mpp": 0.25, "cells": len(cells), "seconds": round(elapsed, 2),
-            "rss_before_mb": before / 1e6, "peak_rss_mb": max(sampler.peak, _rss_bytes()) / 1e6}
+            "rss_before_mb": before / 1e6, "peak_rss_mb": max(sampler.peak, rss_bytes()) / 1e6}
 
 
 def main() -> None:
@@ -164,7 +145,7 @@ def main() -> None:
         dest.write_text(json.dumps(result, indent=2))
         print(json.dumps(result, indent=2))
         return
-    baseline = _rss_bytes()
+    baseline = rss_bytes()
     sampler = PeakSampler()
     sampler.start()
     started = time.perf_counter()
